@@ -1,0 +1,1 @@
+"""Persistence: SQLAlchemy models and sessions, and the object store."""
