@@ -1,0 +1,40 @@
+# Two commands a fresh machine needs: `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEBIAN_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-us-slt-hts sox libsox-fmt-all
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: run test deps debian-deps bench-foundation corpus clean
+
+run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
+	$(BIN)/hra run
+
+test: deps ## set up and run the whole test suite
+	$(BIN)/python -m pytest -q
+
+deps: debian-deps $(STAMP)
+
+# Text-to-speech engines build the corpora and test fixtures; install them only when one is missing.
+debian-deps:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(STAMP): pyproject.toml
+	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# torch first and alone, pinned, so that no other package can pull a different build.
+	$(BIN)/python -m pip install -q torch==2.14.1 torchaudio==2.11.0
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+bench-foundation: deps ## the foundation benchmark: table, JSON under benchmarks/results/, one JSON line last
+	$(BIN)/python -m hra.bench.foundation
+
+clean:
+	rm -rf var .pytest_cache
