@@ -23,7 +23,9 @@ class EncoderInput:
     """A batch of front-end features ready for the encoder.
 
     features: (B, n_mels, F) normalized log-mel frames, padded to the batch's context length.
-    frames: (B,) number of valid encoder output positions per sample (after the conv stride).
+    frames: (B,) number of valid encoder output positions per sample (after the conv stride): the positions
+        of the sample's own context (its audio plus any padding its context policy adds, e.g. Whisper's 30-s
+        window); positions beyond are batch padding, masked in the encoder and in the decoder's cross-attention.
     """
 
     features: torch.Tensor
@@ -48,10 +50,18 @@ class Backbone(Protocol):
         """Transcript -> decoder target token ids (no special tokens)."""
         ...
 
-    def teacher_forced_loss(self, encoder_out: torch.Tensor, targets: list[list[int]]) -> torch.Tensor:
-        """Mean token cross-entropy of the frozen decoder given the encoder output (scalar, differentiable)."""
+    def teacher_forced_loss(
+        self, encoder_out: torch.Tensor, targets: list[list[int]], frames: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mean token cross-entropy of the frozen decoder given the encoder output (scalar, differentiable).
+
+        ``frames``: ``EncoderInput.frames`` of the batch (None: every position valid); pass it whenever the
+        batch was padded, so that padding is masked in cross-attention.
+        """
         ...
 
-    def decode(self, encoder_out: torch.Tensor, durations_s: list[float]) -> list[str]:
-        """Guarded decoding of a batch of encoder outputs into text."""
+    def decode(
+        self, encoder_out: torch.Tensor, durations_s: list[float], frames: torch.Tensor | None = None
+    ) -> list[str]:
+        """Guarded decoding of a batch of encoder outputs into text (``frames`` as in teacher_forced_loss)."""
         ...

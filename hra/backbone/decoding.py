@@ -1,0 +1,255 @@
+"""Guarded batched greedy decoding for the Whisper decoder (KV cache, finished rows dropped).
+
+Greedy decoding reproduces faster-whisper's ``beam_size=1, temperature=0`` tokens: prompt
+``<|startoftranscript|><|notimestamps|>``, the model's suppressed tokens at every step, blank and
+end-of-text suppressed at the first step. Whisper invents text and loops on speech it cannot follow, so the
+guards (``DecodingOptions.guards``) add:
+
+- a length bound from the audio duration (``max_tokens_per_second * duration + extra_tokens``);
+- loop cutting: when the generated tail is one span repeated consecutively (twice for spans of
+  ``min_phrase_period`` tokens or more, a repeated phrase or sentence; ``max_repeats`` times for spans of
+  ``min_long_period`` tokens or more; ``max_short_repeats`` times for shorter ones, "no, no, no"), decoding
+  stops and the repeated copies are cut, keeping one;
+- a compression-ratio check (gzip ratio of the text > ``compression_ratio_threshold``): the sample is
+  decoded again with repeated token trigrams banned (a deterministic stand-in for Whisper's temperature
+  fallback); if the ratio is still too high, the text is cut to its longest prefix below the threshold;
+- no-speech handling: empty text when P(<|nocaptions|>) at the first position > ``no_speech_threshold`` and
+  the average log-probability < ``logprob_threshold`` (Whisper's rule).
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from hra.backbone.tokenizer import WhisperTokenizer
+from hra.backbone.whisper_model import TextDecoder, key_padding_mask
+
+StopReason = Literal["eot", "length", "loop", "no_speech"]
+
+
+@dataclass(frozen=True)
+class DecodingOptions:
+    """Decoding settings, fixed per backbone (``guards=False`` = plain greedy, for comparisons)."""
+
+    guards: bool = True
+    max_new_tokens: int = 224
+    max_tokens_per_second: float = 7.0
+    extra_tokens: int = 10
+    max_repeats: int = 3
+    max_short_repeats: int = 5
+    min_long_period: int = 3
+    min_phrase_period: int = 8
+    max_period: int = 48
+    compression_ratio_threshold: float = 2.4
+    no_speech_threshold: float = 0.6
+    logprob_threshold: float = -1.0
+    fallback_no_repeat_ngram: int = 3
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.max_tokens_per_second <= 0 or self.extra_tokens < 0:
+            raise ValueError("the duration bound needs max_tokens_per_second > 0 and extra_tokens >= 0")
+        if self.max_repeats < 2 or self.max_short_repeats < 2:
+            raise ValueError("repeat counts must be >= 2")
+
+    def token_limit(self, duration_s: float) -> int:
+        if not self.guards:
+            return self.max_new_tokens
+        bound = math.ceil(self.max_tokens_per_second * max(duration_s, 0.0)) + self.extra_tokens
+        return max(1, min(self.max_new_tokens, bound))
+
+
+@dataclass(frozen=True)
+class DecodeResult:
+    text: str
+    tokens: list[int]
+    avg_logprob: float
+    no_speech_prob: float
+    compression_ratio: float
+    stop_reason: StopReason
+    fallback: bool = False
+
+
+def compression_ratio(text: str) -> float:
+    raw = text.encode("utf-8")
+    return len(raw) / len(zlib.compress(raw)) if raw else 0.0
+
+
+def repeated_tail(tokens: list[int], options: DecodingOptions) -> int:
+    """Number of tokens to drop if the tail of ``tokens`` is a loop (0 if none).
+
+    A loop is a span of p tokens repeated consecutively twice (p >= min_phrase_period), ``max_repeats``
+    times (p >= min_long_period) or ``max_short_repeats`` times (shorter p); all copies but the first are
+    dropped.
+    """
+    n = len(tokens)
+    for p in range(1, min(options.max_period, n // 2) + 1):
+        if p >= options.min_phrase_period:
+            need = 2
+        elif p >= options.min_long_period:
+            need = options.max_repeats
+        else:
+            need = options.max_short_repeats
+        if p * need > n:
+            continue
+        span = tokens[n - p :]
+        if all(tokens[n - (k + 1) * p : n - k * p] == span for k in range(1, need)):
+            return p * (need - 1)
+    return 0
+
+
+class GreedyDecoder:
+    """Batched greedy decoding with a KV cache over a frozen ``TextDecoder``."""
+
+    def __init__(self, decoder: TextDecoder, tokenizer: WhisperTokenizer, options: DecodingOptions) -> None:
+        self.decoder = decoder
+        self.tokenizer = tokenizer
+        self.options = options
+        vocab = decoder.token_embedding.num_embeddings
+        sp = tokenizer.special
+        suppress = torch.zeros(vocab)
+        ids = [i for i in tokenizer.suppress_ids if 0 <= i < vocab]
+        suppress[ids] = -math.inf
+        suppress[sp.timestamp_begin :] = -math.inf  # no timestamps after <|notimestamps|>
+        suppress[sp.sot] = -math.inf
+        suppress[sp.no_timestamps] = -math.inf
+        self.suppress = suppress
+        begin = suppress.clone()
+        begin[list(tokenizer.suppress_ids_begin)] = -math.inf
+        self.suppress_begin = begin
+
+    @torch.inference_mode()
+    def decode(
+        self, encoder_out: torch.Tensor, frames: torch.Tensor | None, durations_s: list[float]
+    ) -> list[DecodeResult]:
+        """encoder_out (B, T, D); frames (B,) valid positions or None; one duration per sample."""
+        if encoder_out.shape[0] != len(durations_s):
+            raise ValueError(f"{encoder_out.shape[0]} encoder outputs but {len(durations_s)} durations")
+        if encoder_out.shape[0] == 0:
+            return []
+        opts = self.options
+        limits = [opts.token_limit(d) for d in durations_s]
+        raw = self._greedy(encoder_out, frames, limits, no_repeat_ngram=0)
+        results = []
+        for b, (tokens, sum_lp, ns_prob, reason) in enumerate(raw):
+            result = self._finish(tokens, sum_lp, ns_prob, reason)
+            if opts.guards and result.compression_ratio > opts.compression_ratio_threshold:
+                enc_b = encoder_out[b : b + 1]
+                fr_b = frames[b : b + 1] if frames is not None else None
+                tokens2, sum2, _, reason2 = self._greedy(enc_b, fr_b, [limits[b]], opts.fallback_no_repeat_ngram)[0]
+                retry = self._finish(tokens2, sum2, ns_prob, reason2, fallback=True)
+                result = retry if retry.compression_ratio < result.compression_ratio else result
+                if result.compression_ratio > opts.compression_ratio_threshold:
+                    result = self._cut_to_ratio(result)
+            if opts.guards and (
+                result.no_speech_prob > opts.no_speech_threshold and result.avg_logprob < opts.logprob_threshold
+            ):
+                result = DecodeResult("", [], result.avg_logprob, result.no_speech_prob, 0.0, "no_speech")
+            results.append(result)
+        return results
+
+    def _finish(
+        self, tokens: list[int], sum_lp: float, ns_prob: float, reason: StopReason, fallback: bool = False
+    ) -> DecodeResult:
+        text = self.tokenizer.decode(tokens)
+        return DecodeResult(
+            text=text,
+            tokens=tokens,
+            avg_logprob=sum_lp / (len(tokens) + 1),
+            no_speech_prob=ns_prob,
+            compression_ratio=compression_ratio(text),
+            stop_reason=reason,
+            fallback=fallback,
+        )
+
+    def _cut_to_ratio(self, result: DecodeResult) -> DecodeResult:
+        threshold = self.options.compression_ratio_threshold
+        tokens = result.tokens
+        lo, hi = 0, len(tokens)  # longest prefix whose ratio stays under the threshold (ratio ~ monotone)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if compression_ratio(self.tokenizer.decode(tokens[:mid])) <= threshold:
+                lo = mid
+            else:
+                hi = mid - 1
+        kept = tokens[:lo]
+        text = self.tokenizer.decode(kept)
+        return DecodeResult(
+            text, kept, result.avg_logprob, result.no_speech_prob, compression_ratio(text), "loop", result.fallback
+        )
+
+    def _greedy(
+        self, encoder_out: torch.Tensor, frames: torch.Tensor | None, limits: list[int], no_repeat_ngram: int
+    ) -> list[tuple[list[int], float, float, StopReason]]:
+        sp = self.tokenizer.special
+        b_total, t_len, _ = encoder_out.shape
+        device = encoder_out.device
+        suppress = self.suppress.to(device)
+        suppress_begin = self.suppress_begin.to(device)
+
+        cross_kv = self.decoder.cross_kv(encoder_out)
+        cross_mask = key_padding_mask(frames, t_len)
+        prompt = torch.tensor([self.tokenizer.prompt] * b_total, device=device)
+        logits, cache = self.decoder(prompt, cross_kv, cross_mask)
+        no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, sp.no_speech].tolist()
+        step_logits = logits[:, -1]
+
+        tokens: list[list[int]] = [[] for _ in range(b_total)]
+        sum_lp = [0.0] * b_total
+        reasons: list[StopReason | None] = [None] * b_total
+        active = list(range(b_total))  # rows of the current (compacted) batch -> sample index
+        step = 0
+        while active:
+            scores = step_logits.float() + (suppress_begin if step == 0 else suppress)
+            if no_repeat_ngram:
+                for row, b in enumerate(active):
+                    for banned in _banned_ngram_tokens(tokens[b], no_repeat_ngram):
+                        scores[row, banned] = -math.inf
+            logprobs = torch.log_softmax(scores, dim=-1)
+            best = scores.argmax(dim=-1)
+            best_lp = logprobs.gather(1, best[:, None])[:, 0]
+            keep_rows = []
+            for row, b in enumerate(active):
+                tok = int(best[row])
+                sum_lp[b] += float(best_lp[row])
+                if tok == sp.eot:
+                    reasons[b] = "eot"
+                    continue
+                tokens[b].append(tok)
+                if self.options.guards:
+                    cut = repeated_tail(tokens[b], self.options)
+                    if cut:
+                        del tokens[b][len(tokens[b]) - cut :]
+                        reasons[b] = "loop"
+                        continue
+                if len(tokens[b]) >= limits[b]:
+                    reasons[b] = "length"
+                    continue
+                keep_rows.append(row)
+            if not keep_rows:
+                break
+            if len(keep_rows) < len(active):
+                idx = torch.tensor(keep_rows, device=device)
+                cache = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cache]
+                cross_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cross_kv]
+                cross_mask = cross_mask.index_select(0, idx) if cross_mask is not None else None
+                best = best.index_select(0, idx)
+                active = [active[r] for r in keep_rows]
+            logits, cache = self.decoder(best[:, None], cross_kv, cross_mask, cache)
+            step_logits = logits[:, -1]
+            step += 1
+        return [(tokens[b], sum_lp[b], no_speech[b], reasons[b] or "length") for b in range(b_total)]
+
+
+def _banned_ngram_tokens(tokens: list[int], n: int) -> list[int]:
+    """Tokens that would repeat an n-gram already present in ``tokens``."""
+    if len(tokens) < n - 1 or n < 1:
+        return []
+    prefix = tuple(tokens[len(tokens) - (n - 1) :]) if n > 1 else ()
+    return [tokens[i + n - 1] for i in range(len(tokens) - n + 1) if tuple(tokens[i : i + n - 1]) == prefix]
