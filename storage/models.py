@@ -1,30 +1,45 @@
-"""Typed SQLAlchemy 2 models. Alembic migrations are the only way the schema is made outside tests."""
+"""Typed SQLAlchemy 2 models. Alembic migrations are the only way the schema is made outside tests.
+
+Any change here needs a reviewed migration in ``migrations/versions``; ``tests/storage/test_migrations.py``
+fails while the models and the migrations disagree (on SQLite and on Postgres).
+
+Timestamps are timezone-aware UTC on every backend (``UTCDateTime``): SQLite keeps no offset, so values are
+normalized to UTC on the way in and marked UTC on the way out.
+"""
 
 from __future__ import annotations
 
 import enum
 import uuid
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
+    CheckConstraint,
     DateTime,
+    Dialect,
     Enum,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
     Text,
     UniqueConstraint,
     Uuid,
+    event,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
-    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    # All columns of a composite unique constraint appear in its name: uq_heads_speaker_id_version.
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
     "ck": "ck_%(table_name)s_%(constraint_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
@@ -35,15 +50,43 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class UTCDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that only accepts aware datetimes and always returns aware UTC ones.
+
+    Postgres stores ``timestamptz``; SQLite stores text without an offset, so without this a value read back
+    from SQLite is naive and comparing it with ``utcnow()`` raises ``TypeError``.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware one (storage.models.utcnow())")
+        value = value.astimezone(timezone.utc)
+        # SQLite compares the stored text: keep one representation (UTC, no offset) so ordering is right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UTCDateTime}
 
 
 class TimestampedBase(Base):
     __abstract__ = True
 
-    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True, default=uuid.uuid4, sort_order=-1)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Split(str, enum.Enum):
@@ -59,6 +102,14 @@ class JobState(str, enum.Enum):
     rejected = "rejected"
     failed = "failed"
     cancelled = "cancelled"
+
+    @property
+    def is_active(self) -> bool:
+        return self in ACTIVE_JOB_STATES
+
+
+ACTIVE_JOB_STATES: frozenset[JobState] = frozenset({JobState.queued, JobState.training, JobState.evaluating})
+TERMINAL_JOB_STATES: frozenset[JobState] = frozenset(JobState) - ACTIVE_JOB_STATES
 
 
 class HeadType(str, enum.Enum):
@@ -88,7 +139,13 @@ class Tenant(TimestampedBase):
 
     name: Mapped[str] = mapped_column(String(128), unique=True)
 
-    api_keys: Mapped[list[ApiKey]] = relationship(back_populates="tenant", cascade="all, delete-orphan")
+    # passive_deletes: the database's ON DELETE CASCADE removes the children; the ORM does not load them first.
+    api_keys: Mapped[list[ApiKey]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", passive_deletes=True
+    )
+    speakers: Mapped[list[Speaker]] = relationship(
+        back_populates="tenant", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class ApiKey(TimestampedBase):
@@ -98,20 +155,32 @@ class ApiKey(TimestampedBase):
     # sha256 hex of the key; the key itself is shown once, at creation, and never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
-    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 
 
 class Speaker(TimestampedBase):
     __tablename__ = "speakers"
+    # external_id is optional; NULLs never collide, so many speakers of a tenant may have none.
     __table_args__ = (UniqueConstraint("tenant_id", "external_id"),)
 
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     external_id: Mapped[str | None] = mapped_column(String(256))
     display_name: Mapped[str | None] = mapped_column(String(256))
 
-    utterances: Mapped[list[Utterance]] = relationship(back_populates="speaker", cascade="all, delete-orphan")
+    tenant: Mapped[Tenant] = relationship(back_populates="speakers")
+    # Deleting a speaker deletes its utterances, jobs (with their evaluations) and heads in the database.
+    # The objects they point to (audio, artifacts, reports) are the caller's to delete: see storage.objects.
+    utterances: Mapped[list[Utterance]] = relationship(
+        back_populates="speaker", cascade="all, delete-orphan", passive_deletes=True
+    )
+    jobs: Mapped[list[AdaptationJob]] = relationship(
+        back_populates="speaker", cascade="all, delete-orphan", passive_deletes=True
+    )
+    heads: Mapped[list[Head]] = relationship(
+        back_populates="speaker", cascade="all, delete-orphan", passive_deletes=True
+    )
 
 
 class Utterance(TimestampedBase):
@@ -130,14 +199,27 @@ class Utterance(TimestampedBase):
     speaker: Mapped[Speaker] = relationship(back_populates="utterances")
 
 
+_ACTIVE_STATES_SQL = ", ".join(f"'{state.value}'" for state in sorted(ACTIVE_JOB_STATES, key=list(JobState).index))
+
+
 class AdaptationJob(TimestampedBase):
     __tablename__ = "adaptation_jobs"
+    __table_args__ = (
+        # active_speaker_id is the speaker's id exactly while the job is active. The mapper events below keep
+        # it so for ORM changes; a bulk UPDATE that ends a job must set active_speaker_id=None itself.
+        CheckConstraint(
+            f"(state IN ({_ACTIVE_STATES_SQL}) AND active_speaker_id = speaker_id)"
+            f" OR (state NOT IN ({_ACTIVE_STATES_SQL}) AND active_speaker_id IS NULL)",
+            name="active_speaker_id_matches_state",
+        ),
+    )
 
     speaker_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
     head_type: Mapped[HeadType] = mapped_column(_enum(HeadType))
     state: Mapped[JobState] = mapped_column(_enum(JobState), default=JobState.queued, index=True)
     # The speaker's id while the job is active, NULL once it ends: a unique index on it enforces
-    # "at most one active job per speaker" in the database itself, race-free.
+    # "at most one active job per speaker" in the database itself, race-free (a second active job
+    # fails with IntegrityError on uq_adaptation_jobs_active_speaker_id).
     active_speaker_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, unique=True)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     step: Mapped[int | None] = mapped_column(Integer)
@@ -147,34 +229,58 @@ class AdaptationJob(TimestampedBase):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     error: Mapped[str | None] = mapped_column(Text)
     head_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("heads.id", ondelete="SET NULL"))
-    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
+    speaker: Mapped[Speaker] = relationship(back_populates="jobs")
     head: Mapped[Head | None] = relationship(foreign_keys=[head_id])
-    evaluation: Mapped[Evaluation | None] = relationship(back_populates="job", uselist=False)
+    evaluation: Mapped[Evaluation | None] = relationship(
+        back_populates="job", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+@event.listens_for(AdaptationJob, "before_insert")
+@event.listens_for(AdaptationJob, "before_update")
+def _sync_active_speaker_id(_mapper: Any, _connection: Any, job: AdaptationJob) -> None:
+    state = JobState(job.state) if job.state is not None else JobState.queued
+    job.active_speaker_id = job.speaker_id if state.is_active else None
 
 
 class Head(TimestampedBase):
     __tablename__ = "heads"
-    __table_args__ = (UniqueConstraint("speaker_id", "version"),)
+    __table_args__ = (
+        UniqueConstraint("speaker_id", "version"),
+        # At most one head in service per speaker, enforced by a partial unique index.
+        Index(
+            "ix_heads_speaker_id_in_service",
+            "speaker_id",
+            unique=True,
+            postgresql_where=text("status = 'in_service'"),
+            sqlite_where=text("status = 'in_service'"),
+        ),
+    )
 
     speaker_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
+    # No foreign key: adaptation_jobs.head_id already points here, and a cycle would complicate deletes.
     job_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
-    version: Mapped[int] = mapped_column(Integer)
+    version: Mapped[int] = mapped_column(Integer)  # 1, 2, ... per speaker
     head_type: Mapped[HeadType] = mapped_column(_enum(HeadType))
     status: Mapped[HeadStatus] = mapped_column(_enum(HeadStatus), default=HeadStatus.candidate)
-    object_key: Mapped[str] = mapped_column(String(512))
+    object_key: Mapped[str] = mapped_column(String(512), unique=True)
     sha256: Mapped[str] = mapped_column(String(64))
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     parameters: Mapped[int] = mapped_column(Integer)
     backbone_fingerprint: Mapped[str] = mapped_column(String(64))
     controller_fingerprint: Mapped[str] = mapped_column(String(64))
-    parent_head_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # warm start source
+    parent_head_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)  # warm start source (lineage, no FK)
+    # JSON columns: assign a new list/dict to change them; in-place mutation is not tracked.
     train_utterance_ids: Mapped[list] = mapped_column(JSON, default=list)
     train_metrics: Mapped[dict] = mapped_column(JSON, default=dict)
-    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    promoted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    speaker: Mapped[Speaker] = relationship(back_populates="heads")
 
 
 class Evaluation(TimestampedBase):
