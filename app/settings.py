@@ -55,7 +55,9 @@ class Settings(BaseSettings):
     gate_confidence: float = 0.95
     gate_bootstrap_samples: int = 2000
 
-    # Workers.
+    # Workers. Queue names are settings so that test runs sharing a broker never see each other's tasks.
+    train_queue: str = "train"
+    eval_queue: str = "eval"
     torch_threads: int = 1
     task_max_attempts: int = 3
     job_stale_after_seconds: float = 600.0

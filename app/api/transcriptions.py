@@ -1,0 +1,105 @@
+"""Transcription with a speaker's promoted head (or a chosen version), or with the base model.
+
+The routes are plain ``def``: FastAPI runs them in its thread pool, so decoding and inference never block the
+event loop. The foundation is loaded on first use, once (``HRAMLService``).
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, UploadFile
+
+from app import errors
+from app.api.deps import ML, AppSettings, DbSession, Store
+from app.api.uploads import read_upload
+from app.ml import AudioTooLongForModel, IncompatibleHead, InvalidAudio, MLService, ModelUnavailable
+from app.schemas import TranscriptionOut
+from app.security import CurrentTenant
+from app.services import heads as head_service
+from app.services import speakers as speaker_service
+from app.settings import Settings
+from storage.errors import ObjectNotFound
+from storage.errors import ObjectStoreUnavailable as StoreDown
+
+router = APIRouter(tags=["transcriptions"])
+
+_AUDIO_ERRORS = (
+    errors.PayloadTooLarge,
+    errors.InvalidAudio,
+    errors.EmptyAudio,
+    errors.AudioTooLong,
+    errors.FoundationUnavailable,
+)
+
+
+def _transcribe(ml: MLService, settings: Settings, data: bytes, head: bytes | None) -> str:
+    try:
+        decoded = ml.decode_audio(data)
+    except AudioTooLongForModel as exc:
+        raise errors.AudioTooLong(str(exc)) from exc
+    except InvalidAudio as exc:
+        raise errors.InvalidAudio(f"not decodable audio (WAV, FLAC, OGG or MP3 expected): {exc}") from exc
+    if decoded.duration_s > settings.max_utterance_seconds:
+        raise errors.AudioTooLong(
+            f"audio is {decoded.duration_s:.1f} s; at most {settings.max_utterance_seconds:g} s allowed"
+        )
+    try:
+        return ml.transcribe([decoded.waveform], [head])[0]
+    except ModelUnavailable as exc:
+        raise errors.FoundationUnavailable(str(exc)) from exc
+    except IncompatibleHead as exc:
+        raise errors.HeadNotUsable(str(exc)) from exc
+
+
+@router.post(
+    "/v1/speakers/{speaker_id}/transcriptions",
+    responses=errors.error_responses(
+        errors.SpeakerNotFound, errors.HeadNotFound, errors.HeadNotUsable, errors.ObjectStoreUnavailable, *_AUDIO_ERRORS
+    ),
+)
+def transcribe_for_speaker(
+    speaker_id: uuid.UUID,
+    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3, at most 30 s.")],
+    tenant: CurrentTenant,
+    db: DbSession,
+    store: Store,
+    ml: ML,
+    settings: AppSettings,
+    head_id: Annotated[
+        uuid.UUID | None, Form(description="A head version of this speaker; default: the one in service.")
+    ] = None,
+) -> TranscriptionOut:
+    """Transcribe with the speaker's head in service (the base model when none), or with ``head_id``."""
+    speaker = speaker_service.get_speaker(db, tenant.id, speaker_id)
+    if head_id is not None:
+        head = head_service.get_head(db, tenant.id, head_id)
+        if head.speaker_id != speaker.id:
+            raise errors.HeadNotFound("no such head for this speaker")
+    else:
+        head = head_service.in_service_head(db, speaker.id)
+    used_id, object_key = (head.id, head.object_key) if head is not None else (None, None)
+    db.rollback()  # end the read transaction: inference may take a while
+    data = read_upload(audio, settings.max_upload_bytes)
+    artifact = None
+    if object_key is not None:
+        try:
+            artifact = store.get(object_key)
+        except ObjectNotFound as exc:
+            raise errors.ArtifactNotFound() from exc
+        except StoreDown as exc:
+            raise errors.ObjectStoreUnavailable(str(exc)) from exc
+    return TranscriptionOut(text=_transcribe(ml, settings, data, artifact), head_id=used_id)
+
+
+@router.post("/v1/transcriptions", responses=errors.error_responses(*_AUDIO_ERRORS))
+def transcribe_base(
+    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3, at most 30 s.")],
+    tenant: CurrentTenant,
+    ml: ML,
+    settings: AppSettings,
+) -> TranscriptionOut:
+    """Transcribe with the base model as served (no head)."""
+    data = read_upload(audio, settings.max_upload_bytes)
+    return TranscriptionOut(text=_transcribe(ml, settings, data, None), head_id=None)

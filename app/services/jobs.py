@@ -1,0 +1,170 @@
+"""Adaptation jobs: creation (one active job per speaker, enforced by the database), lookup, state changes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app import errors
+from app.services.job_states import check_transition, is_terminal
+from app.settings import Settings
+from storage.models import (
+    ACTIVE_JOB_STATES,
+    AdaptationJob,
+    Head,
+    HeadStatus,
+    HeadType,
+    JobState,
+    Speaker,
+    Split,
+    Utterance,
+    utcnow,
+)
+
+
+def get_job(db: Session, tenant_id: uuid.UUID, job_id: uuid.UUID, *, for_update: bool = False) -> AdaptationJob:
+    query = (
+        select(AdaptationJob)
+        .join(Speaker, Speaker.id == AdaptationJob.speaker_id)
+        .where(AdaptationJob.id == job_id, Speaker.tenant_id == tenant_id)
+    )
+    if for_update:
+        query = query.with_for_update(of=AdaptationJob)
+    job = db.scalar(query)
+    if job is None:
+        raise errors.JobNotFound()
+    return job
+
+
+def active_job_id(db: Session, speaker_id: uuid.UUID) -> uuid.UUID | None:
+    return db.scalar(select(AdaptationJob.id).where(AdaptationJob.active_speaker_id == speaker_id))
+
+
+def training_budget(settings: Settings, max_train_seconds: float | None, max_epochs: int | None) -> dict:
+    seconds = settings.default_train_seconds if max_train_seconds is None else float(max_train_seconds)
+    if not 0 < seconds <= settings.max_train_seconds:
+        raise errors.InvalidBudget(
+            f"max_train_seconds must be within (0, {settings.max_train_seconds:g}], not {seconds:g}"
+        )
+    epochs = settings.default_max_epochs if max_epochs is None else int(max_epochs)
+    if epochs < 1:
+        raise errors.InvalidBudget("max_epochs must be >= 1")
+    return {"max_train_seconds": seconds, "max_epochs": epochs}
+
+
+def check_enough_data(db: Session, settings: Settings, speaker_id: uuid.UUID) -> None:
+    counts = dict(
+        db.execute(
+            select(Utterance.split, func.count()).where(Utterance.speaker_id == speaker_id).group_by(Utterance.split)
+        ).all()
+    )
+    train, held_out = int(counts.get(Split.train, 0)), int(counts.get(Split.eval, 0))
+    if train < settings.min_train_utterances or held_out < settings.min_eval_utterances:
+        raise errors.NotEnoughData(
+            f"adaptation needs at least {settings.min_train_utterances} train and {settings.min_eval_utterances} "
+            f"eval utterances; this speaker has {train} train and {held_out} eval"
+        )
+
+
+def create_job(
+    db: Session,
+    settings: Settings,
+    speaker: Speaker,
+    head_type: HeadType,
+    max_train_seconds: float | None = None,
+    max_epochs: int | None = None,
+) -> AdaptationJob:
+    """A queued job. Flushes; the caller commits, then enqueues.
+
+    The unique ``active_speaker_id`` column makes "one active job per speaker" hold under concurrency: the
+    loser of a race gets an ``IntegrityError``, turned into ``JobAlreadyActive`` (409) after a rollback.
+    """
+    budget = training_budget(settings, max_train_seconds, max_epochs)
+    check_enough_data(db, settings, speaker.id)
+    existing = active_job_id(db, speaker.id)
+    if existing is not None:
+        raise errors.JobAlreadyActive(f"job {existing} of this speaker is still active")
+    job = AdaptationJob(
+        speaker_id=speaker.id,
+        head_type=head_type,
+        state=JobState.queued,
+        active_speaker_id=speaker.id,
+        progress=0.0,
+        attempts=0,
+        budget=budget,
+    )
+    db.add(job)
+    try:
+        db.flush()
+    except IntegrityError as exc:
+        db.rollback()
+        raise errors.JobAlreadyActive("another job of this speaker became active concurrently") from exc
+    return job
+
+
+def transition(
+    db: Session,
+    job_id: uuid.UUID,
+    sources: Iterable[JobState],
+    target: JobState,
+    *,
+    at_attempt: int | None = None,
+    now: datetime | None = None,
+    **values: Any,
+) -> bool:
+    """Conditionally move a job: ``UPDATE ... WHERE id = :id AND state IN :sources [AND attempts = :at_attempt]``.
+
+    Returns whether the job moved; ``False`` means it was not in ``sources`` (or not at that attempt) any more:
+    another actor (a client's cancel, a newer attempt, the reaper) got there first. The conditional UPDATE is
+    what makes concurrent state changes safe on SQLite and Postgres alike (no read-then-write races). Ending a
+    job frees the speaker's active slot and rejects its unpromoted candidate head. Flushes, never commits.
+    """
+    sources = frozenset(sources)
+    for source in sources:
+        check_transition(source, target)
+    now = now or utcnow()
+    query = update(AdaptationJob).where(AdaptationJob.id == job_id, AdaptationJob.state.in_(sources))
+    if at_attempt is not None:
+        query = query.where(AdaptationJob.attempts == at_attempt)
+    ending = is_terminal(target)
+    if ending:
+        values = {"active_speaker_id": None, "finished_at": now, **values}
+    else:
+        values = {"active_speaker_id": AdaptationJob.speaker_id, **values}
+    result = db.execute(
+        query.values(state=target, updated_at=now, **values).execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        return False
+    if target in (JobState.failed, JobState.cancelled):
+        db.execute(
+            update(Head)
+            .where(Head.job_id == job_id, Head.status == HeadStatus.candidate)
+            .values(status=HeadStatus.rejected)
+            .execution_options(synchronize_session=False)
+        )
+    db.flush()
+    return True
+
+
+def refresh(db: Session, job: AdaptationJob) -> AdaptationJob:
+    """Re-read a job after a conditional UPDATE (which bypasses the identity map)."""
+    db.refresh(job)
+    return job
+
+
+def cancel(db: Session, job: AdaptationJob) -> AdaptationJob:
+    """queued/training/evaluating -> cancelled; a finished job raises ``JobNotCancellable`` (409).
+
+    The worker notices at its next check (``should_stop``) and stops; nothing it produces afterwards is kept.
+    """
+    if not transition(db, job.id, ACTIVE_JOB_STATES, JobState.cancelled, error="cancelled by the client"):
+        refresh(db, job)
+        raise errors.JobNotCancellable(f"the job is already {job.state.value}")
+    return refresh(db, job)
