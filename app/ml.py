@@ -155,8 +155,13 @@ class HRAMLService:
         return self._foundation
 
     def _load_from_settings(self) -> Any:
+        import torch
+
         from hra.foundation import load_foundation
 
+        # The embedded mode runs the API and two workers on a 2-core machine: torch's default (one thread per
+        # core in every process) oversubscribes the cores and ran ~10x slower than one thread each.
+        torch.set_num_threads(max(1, self._settings.torch_threads))
         device = resolve_device(self._settings.device)
         logger.info("loading the foundation on %s", device)
         return load_foundation(controller_path=self._settings.controller_path, device=device)
