@@ -17,6 +17,8 @@ from hra.backbone.convert import config_from_ct2, ct2_to_state_dict
 from hra.backbone.ct2 import Ct2FormatError, parse_ct2_model, read_ct2_model
 from hra.backbone.features import WINDOW_FRAMES, ContextPolicy
 from hra.backbone.whisper import (
+    BASE_SERVING_CONTEXT,
+    HEAD_CONTEXT,
     TINY_EN_MODEL_SHA256,
     WHEEL_REQUIREMENT,
     BackboneOptions,
@@ -41,7 +43,8 @@ def _wave(name: str) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_whisper_tiny_en()
+    """The base model as served: Whisper's 30-s window (what faster-whisper does)."""
+    return load_whisper_tiny_en(options=BackboneOptions(context=BASE_SERVING_CONTEXT))
 
 
 @pytest.fixture(scope="module")
@@ -286,6 +289,14 @@ def test_fingerprint_is_stable_and_covers_the_context(backbone, cut):
     assert described["parameters"] == 37_184_256  # tiny.en, output projection tied to the embedding
     assert described["context"]["label"] == "full"
     json.dumps(described)
+
+
+def test_default_context_is_the_head_context_and_with_context_shares_weights(backbone):
+    default = load_whisper_tiny_en()
+    assert default.options.context == HEAD_CONTEXT == ContextPolicy("cut", min_seconds=5.0)
+    served = default.with_context(BASE_SERVING_CONTEXT)
+    assert served.model is default.model and served.fingerprint == backbone.fingerprint
+    assert default.fingerprint != backbone.fingerprint
 
 
 def test_token_ids_roundtrip(backbone):

@@ -10,7 +10,7 @@ import torch
 
 from hra.audio import decode_audio
 from hra.backbone.decoding import DecodingOptions, compression_ratio, repeated_tail
-from hra.backbone.whisper import BackboneOptions, load_whisper_tiny_en, wheel_model_dir
+from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en, wheel_model_dir
 from hra.text import corpus_wer
 
 torch.set_num_threads(1)
@@ -20,7 +20,8 @@ MANIFEST = [json.loads(line) for line in (FIXTURES / "manifest.jsonl").read_text
 
 @pytest.fixture(scope="module")
 def backbone():
-    return load_whisper_tiny_en()
+    """The base model as served: Whisper's 30-s window (what faster-whisper does)."""
+    return load_whisper_tiny_en(options=BackboneOptions(context=BASE_SERVING_CONTEXT))
 
 
 @pytest.fixture(scope="module")
