@@ -1,0 +1,158 @@
+"""The foundation every head is bound to: the frozen backbone and the frozen shared HRA controller.
+
+``Foundation.fingerprint = sha256(backbone.fingerprint + controller.fingerprint())``: a head artifact records it,
+and loading a head against another foundation is refused (``hra.errors.FoundationMismatch``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import save as st_save
+
+from hra.backbone.base import Backbone
+from hra.errors import ControllerUnavailable
+from hra.hra.artifacts import controller_to_bytes, load_controller
+from hra.hra.controller import Controller
+from hra.hra.heads import HeadConfig, make_head
+
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
+DEFAULT_CONTROLLER_PATH = ASSETS_DIR / "controller.safetensors"
+CONTROLLER_REBUILD_COMMAND = "python -m hra.training.controller --manifest corpus/manifest.jsonl --out hra/assets/"
+
+
+def foundation_fingerprint(backbone_fingerprint: str, controller_fingerprint: str) -> str:
+    return hashlib.sha256((backbone_fingerprint + controller_fingerprint).encode()).hexdigest()
+
+
+@dataclass
+class Foundation:
+    """Frozen backbone + frozen controller (both with ``requires_grad`` off) on one device."""
+
+    backbone: Backbone
+    controller: Controller
+    fingerprint: str
+    controller_fingerprint: str
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    controller_source: str = ""
+
+    @classmethod
+    def build(cls, backbone: Backbone, controller: Controller, controller_source: str = "") -> "Foundation":
+        """Freeze both parts, check that they fit, and fingerprint the pair."""
+        cfg = controller.config
+        if cfg.d_model != backbone.d_model or cfg.n_layers != backbone.n_encoder_layers:
+            raise ValueError(
+                f"controller for d={cfg.d_model}, {cfg.n_layers} layers does not fit backbone {backbone.name} "
+                f"(d={backbone.d_model}, {backbone.n_encoder_layers} layers)"
+            )
+        device = _backbone_device(backbone)
+        controller = controller.to(device).eval().requires_grad_(False)
+        if isinstance(backbone, torch.nn.Module):
+            backbone.eval().requires_grad_(False)
+        ctrl_fp = controller.fingerprint()
+        return cls(
+            backbone=backbone,
+            controller=controller,
+            fingerprint=foundation_fingerprint(backbone.fingerprint, ctrl_fp),
+            controller_fingerprint=ctrl_fp,
+            device=device,
+            controller_source=controller_source,
+        )
+
+    def head_config(self, head_type: str = "linear", hidden: int = 128) -> HeadConfig:
+        return HeadConfig(
+            head_type=head_type,
+            d_controller=self.controller.config.d_controller,
+            d_model=self.backbone.d_model,
+            hidden=hidden,
+        )
+
+    def new_head(self, head_type: str = "linear", hidden: int = 128, seed: int = 0):
+        """A zero-output head that fits this foundation."""
+        return make_head(self.head_config(head_type, hidden), seed=seed).to(self.device)
+
+    def describe(self) -> dict[str, Any]:
+        """Names, fingerprints, configs and sizes (what GET /v1/foundation returns)."""
+        backbone = self.backbone
+        backbone_params = (
+            sum(p.numel() for p in backbone.parameters()) if isinstance(backbone, torch.nn.Module) else None
+        )
+        describe_backbone = getattr(backbone, "describe", None)
+        backbone_info: dict[str, Any] = {
+            "name": backbone.name,
+            "fingerprint": backbone.fingerprint,
+            "d_model": backbone.d_model,
+            "n_encoder_layers": backbone.n_encoder_layers,
+            "parameters": backbone_params,
+        }
+        if callable(describe_backbone):
+            backbone_info.update(describe_backbone())
+        heads = {
+            head_type: {
+                "parameters": self.new_head(head_type).num_parameters,
+                "config": self.head_config(head_type).to_dict(),
+            }
+            for head_type in ("linear", "ffn")
+        }
+        return {
+            "fingerprint": self.fingerprint,
+            "backbone": backbone_info,
+            "controller": {
+                "fingerprint": self.controller_fingerprint,
+                "config": self.controller.config.to_dict(),
+                "parameters": self.controller.num_parameters,
+                "source": self.controller_source,
+            },
+            "heads": heads,
+            "device": str(self.device),
+        }
+
+    def backbone_artifact(self) -> bytes:
+        """The backbone's weights as safetensors (tied tensors stored once), with its name and fingerprint."""
+        own = getattr(self.backbone, "artifact_bytes", None)
+        if callable(own):
+            return own()
+        if not isinstance(self.backbone, torch.nn.Module):
+            raise TypeError(f"backbone {self.backbone.name} cannot export its weights")
+        tensors: dict[str, torch.Tensor] = {}
+        seen: set[int] = set()
+        for name, tensor in self.backbone.state_dict().items():
+            if tensor.data_ptr() in seen:
+                continue
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor.detach().to("cpu").contiguous()
+        record = {"format": "hra-backbone", "name": self.backbone.name, "fingerprint": self.backbone.fingerprint}
+        return st_save(tensors, metadata={"hra": json.dumps(record, sort_keys=True)})
+
+    def controller_artifact(self) -> bytes:
+        return controller_to_bytes(self.controller, {"foundation_fingerprint": self.fingerprint})
+
+
+def _backbone_device(backbone: Backbone) -> torch.device:
+    if isinstance(backbone, torch.nn.Module):
+        for p in backbone.parameters():
+            return p.device
+    return torch.device(getattr(backbone, "device", "cpu"))
+
+
+def load_foundation(controller_path: str | Path | None = None, device: str | torch.device = "cpu") -> Foundation:
+    """Whisper tiny.en from the pinned wheel + the shipped (or given) controller.
+
+    Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file).
+    """
+    from hra.backbone.whisper import load_whisper_tiny_en
+
+    path = Path(controller_path) if controller_path is not None else DEFAULT_CONTROLLER_PATH
+    if not path.is_file():
+        raise ControllerUnavailable(
+            f"no HRA controller at {path}: ship hra/assets/controller.safetensors (rebuild with "
+            f"`{CONTROLLER_REBUILD_COMMAND}`) or set HRA_CONTROLLER_PATH"
+        )
+    controller = load_controller(path)
+    backbone = load_whisper_tiny_en(device=str(device))
+    return Foundation.build(backbone, controller, controller_source=str(path))

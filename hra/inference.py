@@ -1,0 +1,68 @@
+"""Transcription with per-sample heads: one batched backbone pass serves many speakers.
+
+``transcribe(foundation, waveforms, heads)``: ``heads[i]`` is sample i's head or ``None`` for the base model as
+served (no head: no correction, exactly the frozen backbone). Decoding is the backbone's guarded decoding
+(length bound by duration, repetition and compression checks, no-speech handling).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from hra.foundation import Foundation
+from hra.hra.heads import Head
+from hra.hra.hook import HRAHook
+
+SAMPLE_RATE = 16000
+
+
+def check_head_fits(head: Head, foundation: Foundation) -> None:
+    cfg = head.config
+    if cfg.d_model != foundation.backbone.d_model or cfg.d_controller != foundation.controller.config.d_controller:
+        raise ValueError(
+            f"head ({cfg.d_controller}->{cfg.d_model}) does not fit this foundation "
+            f"({foundation.controller.config.d_controller}->{foundation.backbone.d_model})"
+        )
+
+
+@torch.inference_mode()
+def encode_with_heads(foundation: Foundation, waveforms: Sequence[torch.Tensor], heads: Sequence[Head | None]):
+    """One batched encoder pass -> (encoder output (B, T, D), the EncoderInput used)."""
+    batch = foundation.backbone.prepare([w.to(torch.float32) for w in waveforms])
+    features = batch.features.to(foundation.device)
+    batch = type(batch)(features=features, frames=batch.frames.to(foundation.device))
+    hook = None
+    if any(h is not None for h in heads):
+        hook = HRAHook(foundation.controller, list(heads), frames=batch.frames)
+    return foundation.backbone.encode(batch, hook), batch
+
+
+@torch.inference_mode()
+def transcribe(
+    foundation: Foundation,
+    waveforms: list[torch.Tensor],
+    heads: list[Head | None] | None = None,
+    batch_size: int = 16,
+) -> list[str]:
+    """Mono float32 16 kHz waveforms (N,) -> texts; batches of at most ``batch_size`` samples, mixed heads."""
+    if heads is None:
+        heads = [None] * len(waveforms)
+    if len(heads) != len(waveforms):
+        raise ValueError(f"{len(waveforms)} waveforms but {len(heads)} heads")
+    if batch_size <= 0:
+        raise ValueError("batch_size must be positive")
+    for head in heads:
+        if head is not None:
+            check_head_fits(head, foundation)
+    # Similar lengths together: less padding; results come back in the caller's order.
+    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
+    texts: list[str] = [""] * len(waveforms)
+    for start in range(0, len(order), batch_size):
+        rows = order[start : start + batch_size]
+        encoder_out, batch = encode_with_heads(foundation, [waveforms[i] for i in rows], [heads[i] for i in rows])
+        durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
+        for i, text in zip(rows, foundation.backbone.decode(encoder_out, durations, frames=batch.frames)):
+            texts[i] = text
+    return texts

@@ -1,0 +1,104 @@
+"""Controller, heads and the encoder hook on the fake backbone."""
+
+import torch
+import pytest
+
+from hra.hra.controller import Controller, ControllerConfig
+from hra.hra.heads import HeadConfig, make_head
+from hra.hra.hook import HeadApplier, HRAHook
+from tests.hra.fake_backbone import fake_utterances, make_fake_foundation
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def foundation():
+    return make_fake_foundation()
+
+
+def _randomize(head, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return head
+
+
+def test_controller_step_follows_the_indrnn_equation():
+    torch.manual_seed(0)
+    ctrl = Controller(ControllerConfig(d_model=6, d_controller=4))
+    x, h = torch.randn(2, 3, 6), torch.rand(2, 3, 4)
+    expected = torch.relu(x @ ctrl.proj.weight.T + ctrl.u * h + ctrl.proj.bias)
+    torch.testing.assert_close(ctrl.step(x, h), expected)
+    torch.testing.assert_close(ctrl.step(x, None), torch.relu(ctrl.proj(x)))
+    assert torch.all(ctrl.u == 0.5)
+
+
+def test_controller_config_rejects_bad_dims_and_decoder_layers():
+    with pytest.raises(ValueError):
+        ControllerConfig(d_model=0)
+    with pytest.raises(ValueError):
+        ControllerConfig(d_model=8, include_decoder=True)
+
+
+@pytest.mark.parametrize("head_type", ["linear", "ffn"])
+@torch.no_grad()
+def test_untrained_head_reproduces_the_base_exactly(foundation, head_type):
+    enc = foundation.backbone.prepare([w for w, _ in fake_utterances(3)])
+    base = foundation.backbone.encode(enc)
+    head = foundation.new_head(head_type, hidden=16)
+    with_head = foundation.backbone.encode(enc, HRAHook(foundation.controller, head, frames=enc.frames))
+    assert torch.equal(base, with_head)
+
+
+def test_head_parameter_counts():
+    assert make_head(HeadConfig("linear", 64, 384)).num_parameters == 384 * 64
+    assert make_head(HeadConfig("linear", 64, 384, bias=True)).num_parameters == 384 * 64 + 384
+    assert make_head(HeadConfig("ffn", 64, 384, hidden=128)).num_parameters == 64 * 128 + 128 + 128 * 384 + 384
+
+
+def test_a_trained_head_changes_the_encoder_output(foundation):
+    enc = foundation.backbone.prepare([w for w, _ in fake_utterances(2)])
+    head = _randomize(foundation.new_head("linear"), 1)
+    hook = HRAHook(foundation.controller, head, frames=enc.frames, keep_states=True)
+    out = foundation.backbone.encode(enc, hook)
+    assert not torch.allclose(out, foundation.backbone.encode(enc))
+    assert len(hook.states) == 4 and hook.states[0].shape[-1] == 8
+
+
+@torch.no_grad()
+def test_batched_heads_match_one_sample_at_a_time(foundation):
+    """Different heads (linear with and without bias, FFN of two widths, shared, none) in one pass == alone."""
+    utts = fake_utterances(8, seed=3)
+    lin_a = _randomize(foundation.new_head("linear"), 1)
+    lin_b = _randomize(foundation.new_head("linear"), 2)
+    ffn_a = _randomize(foundation.new_head("ffn", hidden=16), 3)
+    ffn_b = _randomize(foundation.new_head("ffn", hidden=24), 4)
+    lin_bias = _randomize(make_head(HeadConfig("linear", 8, 32, bias=True)), 5)
+    heads = [lin_a, None, ffn_a, lin_b, lin_a, ffn_b, None, lin_bias]
+    bb = foundation.backbone
+    enc = bb.prepare([w for w, _ in utts])
+    batched = bb.encode(enc, HRAHook(foundation.controller, heads, frames=enc.frames))
+    for i, (wav, _) in enumerate(utts):
+        one = bb.prepare([wav])
+        hook = HRAHook(foundation.controller, heads[i], frames=one.frames) if heads[i] is not None else None
+        alone = bb.encode(one, hook)
+        t = int(one.frames[0])
+        torch.testing.assert_close(batched[i, :t], alone[0, :t], atol=1e-5, rtol=1e-5)
+
+
+def test_head_applier_gradients_reach_every_samples_head():
+    heads = [make_head(HeadConfig("linear", 4, 6)) for _ in range(2)]
+    applier = HeadApplier([heads[0], heads[1], heads[0]], batch_size=3)
+    applier(torch.rand(3, 5, 4)).sum().backward()
+    assert all(h.out.weight.grad is not None and h.out.weight.grad.abs().sum() > 0 for h in heads)
+
+
+def test_head_applier_rejects_wrong_batch_size():
+    with pytest.raises(ValueError):
+        HeadApplier([None, None], batch_size=3)
+
+
+def test_head_config_validates():
+    with pytest.raises(ValueError):
+        HeadConfig("conv")

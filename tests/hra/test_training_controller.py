@@ -1,0 +1,93 @@
+"""Controller training (both phases, checkpoints, resume, outputs) on the fake backbone."""
+
+import json
+from dataclasses import replace
+
+import pytest
+import soundfile as sf
+import torch
+
+from hra.foundation import Foundation
+from hra.hra.artifacts import head_from_bytes, load_controller, read_metadata
+from hra.training.controller import (
+    ControllerTrainer,
+    ControllerTrainingOptions,
+    load_manifest_utterances,
+    write_outputs,
+)
+from tests.hra.fake_backbone import FakeBackbone, fake_utterances
+
+torch.set_num_threads(1)
+
+OPTIONS = ControllerTrainingOptions(
+    d_controller=8, epochs=3, prior_epochs=1, max_seconds=120, max_batch_frames=150, precision="float32",
+    warmup_steps=2, controller_lr=1e-2, head_lr=1e-2, ffn_hidden=16, checkpoint_seconds=0.0,
+)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    rows = []
+    for v, voice in enumerate(["va", "vb", "vc"]):
+        for split, n in (("train", 5), ("eval", 2)):
+            for i, (wav, text) in enumerate(fake_utterances(n, seed=10 * v + (split == "eval"))):
+                path = f"{voice}/{split}-{i}.flac"
+                (root / voice).mkdir(exist_ok=True)
+                sf.write(root / path, wav.numpy(), 16000)
+                rows.append({"id": f"{voice}-{split}-{i}", "voice": voice, "group": "controller", "split": split,
+                             "path": path, "text": text})
+    rows.append({**rows[0], "voice": "other", "group": "new_speaker"})
+    (root / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return root / "manifest.jsonl"
+
+
+def _trainer(corpus, tmp_path, options=OPTIONS):
+    bb = FakeBackbone()
+    train = load_manifest_utterances(corpus, bb, "controller", "train")
+    holdout = load_manifest_utterances(corpus, bb, "controller", "eval", per_voice=1)
+    return ControllerTrainer(bb, train, holdout, options, tmp_path / "work")
+
+
+def test_manifest_loading_selects_group_split_and_count(corpus):
+    bb = FakeBackbone()
+    utts = load_manifest_utterances(corpus, bb, "controller", "train", per_voice=2)
+    assert len(utts) == 6 and {u.voice for u in utts} == {"va", "vb", "vc"}
+    assert all(u.waveform.dtype == torch.float32 and u.tokens for u in utts)
+
+
+def test_training_learns_and_writes_controller_and_priors(corpus, tmp_path):
+    trainer = _trainer(corpus, tmp_path)
+    init_w = trainer.controller.proj.weight.detach().clone()
+    result = trainer.run()
+    phase1 = [h for h in result["history"] if h["phase"] == 1 and h["epoch"] > 0]
+    assert len(phase1) == 3 and phase1[-1]["train_loss"] < phase1[0]["train_loss"]
+    assert not torch.equal(init_w, trainer.controller.proj.weight)
+    assert any(h["phase"] == 2 and "holdout_loss_ffn" in h for h in result["history"])
+
+    summary = write_outputs(trainer, result, tmp_path / "out", {"command": "test"})
+    controller = load_controller(tmp_path / "out" / "controller.safetensors")
+    assert controller.fingerprint() == summary["controller_fingerprint"]
+    foundation = Foundation.build(trainer.backbone, controller)
+    assert foundation.fingerprint == summary["foundation_fingerprint"]
+    for head_type in ("linear", "ffn"):
+        data = (tmp_path / "out" / f"prior_{head_type}.safetensors").read_bytes()
+        prior = head_from_bytes(data, foundation)
+        assert prior.head_type == head_type and read_metadata(data)["metadata"]["kind"] == "population_prior"
+        heads = trainer.heads if head_type == "linear" else trainer.ffn_heads
+        expected = torch.stack([h.out.weight for h in heads.values()]).mean(0)
+        torch.testing.assert_close(prior.out.weight, expected)
+    info = json.loads((tmp_path / "out" / "controller.json").read_text())
+    assert info["voices"] == ["va", "vb", "vc"] and info["config"]["d_controller"] == 8
+
+
+def test_resume_continues_from_the_checkpoint(corpus, tmp_path):
+    first = _trainer(corpus, tmp_path, replace(OPTIONS, epochs=1, prior_fraction=0.0))
+    first.run()
+    steps = first.state.step
+    second = _trainer(corpus, tmp_path, replace(OPTIONS, epochs=2, prior_fraction=0.0))
+    second.load_checkpoint()
+    assert second.state.step == steps
+    assert torch.equal(second.controller.proj.weight, first.controller.proj.weight)
+    second.run()
+    assert second.state.step == 2 * steps and second.state.epoch == 2

@@ -1,0 +1,136 @@
+"""Per-speaker head training on the fake backbone."""
+
+import pytest
+import torch
+
+from hra.errors import TrainingCancelled
+from hra.training.data import frame_bounded_batches
+from hra.training.head import HeadTrainingOptions, mean_loss, split_holdout, train_head
+from hra.training.data import prepare_batches
+from tests.hra.fake_backbone import fake_utterances, make_fake_foundation
+
+torch.set_num_threads(1)
+
+FAST = HeadTrainingOptions(max_epochs=6, learning_rate=1e-2, max_batch_frames=200, patience=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def foundation():
+    return make_fake_foundation()
+
+
+@pytest.fixture(scope="module")
+def utterances():
+    return fake_utterances(16, seed=1)
+
+
+def _train_loss(foundation, head, utterances):
+    bb = foundation.backbone
+    targets = [bb.token_ids(t) for _, t in utterances]
+    waves = [w for w, _ in utterances]
+    batches = prepare_batches(bb, waves, targets, range(len(utterances)), 10_000, foundation.device)
+    return mean_loss(foundation, head, batches)
+
+
+@pytest.mark.parametrize("head_type", ["linear", "ffn"])
+def test_training_lowers_the_loss_and_reports_progress(foundation, utterances, head_type):
+    seen = []
+    options = HeadTrainingOptions(**{**FAST.__dict__, "head_type": head_type, "ffn_hidden": 16})
+    result = train_head(foundation, utterances, options, progress=seen.append)
+    before = _train_loss(foundation, foundation.new_head(head_type, hidden=16), utterances)
+    after = _train_loss(foundation, result.head, utterances)
+    assert after < before - 0.05
+    assert seen and [p.step for p in seen] == list(range(1, len(seen) + 1))
+    assert all(0 < p.fraction <= 1 and p.total_steps >= p.step for p in seen)
+    m = result.metrics
+    assert m["steps"] == len(seen) and m["epochs"] >= 1 and m["parameters"] == result.head.num_parameters
+    assert m["holdout_utterances"] == 3 and m["train_utterances"] == 13
+    assert m["holdout_loss"] <= m["holdout_loss_initial"]
+    assert not any(p.requires_grad for p in foundation.controller.parameters())
+    assert not any(p.requires_grad for p in foundation.backbone.parameters())
+
+
+def test_training_is_seeded(foundation, utterances):
+    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 2})
+    a = train_head(foundation, utterances, options).head
+    b = train_head(foundation, utterances, options).head
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_warm_start_continues_from_the_given_head(foundation, utterances):
+    first = train_head(foundation, utterances, FAST)
+    one_more = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1})
+    again = train_head(foundation, utterances, one_more, init_head=first.head)
+    assert again.metrics["init"] == "warm_start"
+    # starts where the first run ended (its held-out loss), not from the zero head
+    assert again.metrics["holdout_loss_initial"] == pytest.approx(first.metrics["holdout_loss"], rel=1e-5)
+    assert first.head.out.weight.abs().sum() > 0  # the given head is not modified in place
+    with pytest.raises(ValueError):
+        train_head(foundation, utterances, HeadTrainingOptions(head_type="ffn"), init_head=first.head)
+
+
+def test_should_stop_cancels(foundation, utterances):
+    calls = []
+
+    def stop_after_two_steps():
+        return len(calls) >= 2
+
+    with pytest.raises(TrainingCancelled):
+        train_head(foundation, utterances, FAST, progress=calls.append, should_stop=stop_after_two_steps)
+    assert len(calls) == 2
+
+
+def test_time_budget_stops_training(foundation, utterances):
+    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1000, "max_seconds": 0.5})
+    result = train_head(foundation, utterances, options)
+    assert result.metrics["stopped_by"] == "time" and result.metrics["seconds"] < 3
+
+
+def test_frame_bounded_batches_respect_the_bound():
+    lengths = [5, 50, 7, 30, 31, 8, 100, 2]
+    batches = frame_bounded_batches(lengths, 64)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
+    for b in batches:
+        assert len(b) == 1 or max(lengths[i] for i in b) * len(b) <= 64
+
+
+def test_split_holdout_is_seeded_and_disjoint():
+    train, hold = split_holdout(50, HeadTrainingOptions(seed=3))
+    assert len(hold) == 5 and not set(train) & set(hold) and len(train) + len(hold) == 50
+    assert (train, hold) == split_holdout(50, HeadTrainingOptions(seed=3))
+    assert split_holdout(6, HeadTrainingOptions())[1] == []  # too few for a held-out slice
+
+
+def test_speed_perturbed_versions_are_prepared_for_training_only(foundation, utterances):
+    from hra.training.loop import prepare_enrollment
+
+    options = HeadTrainingOptions(speed_perturb=(0.8, 1.25), seed=0)
+    data = prepare_enrollment(foundation.backbone, utterances, options, foundation.device)
+    assert len(data.train_variants) == 2
+    frames = [sum(int(b.encoder_input.frames.sum()) for b in v) for v in (data.train_batches, *data.train_variants)]
+    assert frames[1] > frames[0] > frames[2]  # slower = longer
+    assert sorted(i for b in data.train_variants[0] for i in b.indices) == data.train_indices
+    assert data.steps_per_epoch >= len(data.train_batches)
+    assert not prepare_enrollment(foundation.backbone, utterances, HeadTrainingOptions(speed_perturb=()),
+                                  foundation.device).train_variants
+
+
+def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances, tmp_path, monkeypatch):
+    from hra.hra.artifacts import head_to_bytes
+    from hra.training import head as head_module
+
+    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1})
+    monkeypatch.setattr(head_module, "prior_path", lambda head_type: tmp_path / f"prior_{head_type}.safetensors")
+    with pytest.raises(FileNotFoundError):
+        train_head(foundation, utterances, HeadTrainingOptions(**{**options.__dict__, "init": "prior"}))
+    auto = HeadTrainingOptions(**{**options.__dict__, "init": "auto"})
+    assert train_head(foundation, utterances, auto).metrics["init"] == "zero"
+    prior = foundation.new_head("linear")
+    with torch.no_grad():
+        prior.out.weight.fill_(0.01)
+    (tmp_path / "prior_linear.safetensors").write_bytes(head_to_bytes(prior, foundation, {"kind": "prior"}))
+    result = train_head(foundation, utterances, auto)
+    assert result.metrics["init"] == "prior"
+    assert result.metrics["holdout_loss_initial"] != train_head(foundation, utterances, options).metrics[
+        "holdout_loss_initial"
+    ]
