@@ -40,10 +40,25 @@ class Foundation:
     controller_fingerprint: str
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     controller_source: str = ""
+    # The base model as served to speakers without a head. It may use another encoder context than ``backbone``
+    # (the context heads are trained and served in): Whisper's 30-s window keeps the base as good as Whisper is,
+    # while heads train and run 7x cheaper on a cut context (benchmarks/results/context_policy.json).
+    base_backbone: Backbone | None = None
+
+    @property
+    def serving_base(self) -> Backbone:
+        return self.base_backbone if self.base_backbone is not None else self.backbone
 
     @classmethod
-    def build(cls, backbone: Backbone, controller: Controller, controller_source: str = "") -> "Foundation":
-        """Freeze both parts, check that they fit, and fingerprint the pair."""
+    def build(
+        cls,
+        backbone: Backbone,
+        controller: Controller,
+        controller_source: str = "",
+        base_backbone: Backbone | None = None,
+    ) -> "Foundation":
+        """Freeze both parts, check that they fit, and fingerprint the pair (the base context is not part of it:
+        heads never run in it)."""
         cfg = controller.config
         if cfg.d_model != backbone.d_model or cfg.n_layers != backbone.n_encoder_layers:
             raise ValueError(
@@ -62,6 +77,7 @@ class Foundation:
             controller_fingerprint=ctrl_fp,
             device=device,
             controller_source=controller_source,
+            base_backbone=base_backbone,
         )
 
     def head_config(self, head_type: str = "linear", hidden: int = 128) -> HeadConfig:
@@ -109,6 +125,7 @@ class Foundation:
                 "source": self.controller_source,
             },
             "heads": heads,
+            "base_serving_context": _describe(self.serving_base).get("context"),
             "device": str(self.device),
         }
 
@@ -133,6 +150,11 @@ class Foundation:
         return controller_to_bytes(self.controller, {"foundation_fingerprint": self.fingerprint})
 
 
+def _describe(backbone: Backbone) -> dict[str, Any]:
+    describe = getattr(backbone, "describe", None)
+    return describe() if callable(describe) else {}
+
+
 def _backbone_device(backbone: Backbone) -> torch.device:
     if isinstance(backbone, torch.nn.Module):
         for p in backbone.parameters():
@@ -145,7 +167,7 @@ def load_foundation(controller_path: str | Path | None = None, device: str | tor
 
     Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file).
     """
-    from hra.backbone.whisper import load_whisper_tiny_en
+    from hra.backbone.whisper import BASE_SERVING_CONTEXT, load_whisper_tiny_en
 
     path = Path(controller_path) if controller_path is not None else DEFAULT_CONTROLLER_PATH
     if not path.is_file():
@@ -155,4 +177,6 @@ def load_foundation(controller_path: str | Path | None = None, device: str | tor
         )
     controller = load_controller(path)
     backbone = load_whisper_tiny_en(device=str(device))
-    return Foundation.build(backbone, controller, controller_source=str(path))
+    return Foundation.build(
+        backbone, controller, controller_source=str(path), base_backbone=backbone.with_context(BASE_SERVING_CONTEXT)
+    )

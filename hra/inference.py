@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
+from hra.backbone.base import Backbone
 from hra.foundation import Foundation
 from hra.hra.heads import Head
 from hra.hra.hook import HRAHook
@@ -28,15 +29,24 @@ def check_head_fits(head: Head, foundation: Foundation) -> None:
 
 
 @torch.inference_mode()
-def encode_with_heads(foundation: Foundation, waveforms: Sequence[torch.Tensor], heads: Sequence[Head | None]):
-    """One batched encoder pass -> (encoder output (B, T, D), the EncoderInput used)."""
-    batch = foundation.backbone.prepare([w.to(torch.float32) for w in waveforms])
+def encode_with_heads(
+    foundation: Foundation,
+    waveforms: Sequence[torch.Tensor],
+    heads: Sequence[Head | None],
+    backbone: Backbone | None = None,
+):
+    """One batched encoder pass -> (encoder output (B, T, D), the EncoderInput used).
+
+    ``backbone``: the backbone view to run (default: the head context's, ``foundation.backbone``).
+    """
+    backbone = backbone or foundation.backbone
+    batch = backbone.prepare([w.to(torch.float32) for w in waveforms])
     features = batch.features.to(foundation.device)
     batch = type(batch)(features=features, frames=batch.frames.to(foundation.device))
     hook = None
     if any(h is not None for h in heads):
         hook = HRAHook(foundation.controller, list(heads), frames=batch.frames)
-    return foundation.backbone.encode(batch, hook), batch
+    return backbone.encode(batch, hook), batch
 
 
 @torch.inference_mode()
@@ -46,7 +56,11 @@ def transcribe(
     heads: list[Head | None] | None = None,
     batch_size: int = 16,
 ) -> list[str]:
-    """Mono float32 16 kHz waveforms (N,) -> texts; batches of at most ``batch_size`` samples, mixed heads."""
+    """Mono float32 16 kHz waveforms (N,) -> texts; batches of at most ``batch_size`` samples, mixed heads.
+
+    Samples with a head run in the context heads were trained in (one pass for all heads of a batch); samples
+    without one get the base model exactly as served (``foundation.serving_base``).
+    """
     if heads is None:
         heads = [None] * len(waveforms)
     if len(heads) != len(waveforms):
@@ -56,13 +70,18 @@ def transcribe(
     for head in heads:
         if head is not None:
             check_head_fits(head, foundation)
-    # Similar lengths together: less padding; results come back in the caller's order.
-    order = sorted(range(len(waveforms)), key=lambda i: waveforms[i].numel())
     texts: list[str] = [""] * len(waveforms)
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        encoder_out, batch = encode_with_heads(foundation, [waveforms[i] for i in rows], [heads[i] for i in rows])
-        durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
-        for i, text in zip(rows, foundation.backbone.decode(encoder_out, durations, frames=batch.frames)):
-            texts[i] = text
+    adapted = [i for i, h in enumerate(heads) if h is not None]
+    base = [i for i, h in enumerate(heads) if h is None]
+    for rows_of_kind, backbone in ((adapted, foundation.backbone), (base, foundation.serving_base)):
+        # Similar lengths together: less padding; results come back in the caller's order.
+        order = sorted(rows_of_kind, key=lambda i: waveforms[i].numel())
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            encoder_out, batch = encode_with_heads(
+                foundation, [waveforms[i] for i in rows], [heads[i] for i in rows], backbone
+            )
+            durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
+            for i, text in zip(rows, backbone.decode(encoder_out, durations, frames=batch.frames)):
+                texts[i] = text
     return texts

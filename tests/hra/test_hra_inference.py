@@ -24,3 +24,17 @@ def test_mixed_heads_in_one_batch_match_separate_calls():
     alone = [transcribe(foundation, [w], [h])[0] for w, h in zip(waves, per_sample)]
     assert together == alone
     assert transcribe(foundation, waves[1:2], None) == [alone[1]]
+
+
+def test_samples_without_a_head_are_served_by_the_base_serving_backbone():
+    adapted_view = make_fake_foundation()
+    other_weights = make_fake_foundation(seed=7).backbone
+    foundation = type(adapted_view).build(
+        adapted_view.backbone, adapted_view.controller, base_backbone=other_weights
+    )
+    head = foundation.new_head("linear", hidden=16)
+    waves = [w for w, _ in fake_utterances(3, seed=4)]
+    mixed = transcribe(foundation, waves, [None, head, None])
+    assert [mixed[0], mixed[2]] == transcribe(make_fake_foundation(seed=7), [waves[0], waves[2]])
+    # A zero-output head runs in the head context: the head-context backbone, not the base serving one.
+    assert mixed[1] == transcribe(adapted_view, [waves[1]])[0]
