@@ -13,6 +13,7 @@ Configuration comes from ``HRA_*`` environment variables (``app.settings``); ``P
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 
 from app.settings import Settings, get_settings
@@ -206,6 +208,22 @@ def cmd_jobs_reap(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_openapi(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the API's OpenAPI document (docs/openapi.json is this output; a test keeps them equal)."""
+    print(json.dumps(openapi_document(), indent=2, sort_keys=True))
+    return 0
+
+
+def openapi_document() -> dict:
+    import tempfile
+
+    from app.container import build_services
+    from app.main import create_app
+
+    with tempfile.TemporaryDirectory() as var_dir:  # the document needs no real backing services
+        return create_app(services=build_services(Settings(var_dir=Path(var_dir)))).openapi()
+
+
 # ---- parser ------------------------------------------------------------------------------------------------
 
 
@@ -246,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     jobs = sub.add_parser("jobs", help="adaptation jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     jobs_sub.add_parser("reap", help="re-queue or fail jobs whose worker stopped").set_defaults(func=cmd_jobs_reap)
+
+    sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
     return parser
 
 

@@ -85,3 +85,14 @@ def test_object_store_outage_is_503_not_500(client, seeded, services, monkeypatc
     monkeypatch.setattr(services.object_store, "delete_prefix", down)
     assert_error(client.delete(f"/v1/speakers/{seeded.speaker_id}"), 503, "object_store_unavailable")
     assert client.get(f"/v1/speakers/{seeded.speaker_id}").status_code == 200  # rows kept: retry later
+
+
+def test_committed_openapi_document_is_current():
+    """docs/openapi.json is the API reference; regenerate it with `hra openapi > docs/openapi.json`."""
+    import json
+    from pathlib import Path
+
+    from app.cli import openapi_document
+
+    committed = json.loads((Path(__file__).resolve().parents[2] / "docs" / "openapi.json").read_text())
+    assert committed == json.loads(json.dumps(openapi_document())), "run: hra openapi > docs/openapi.json"
