@@ -43,8 +43,10 @@ def decode_audio(data: bytes, max_seconds: float = MAX_UPLOAD_SECONDS) -> Decode
     except AudioDecodeError:
         raise
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+        # libsndfile's own message names the in-memory buffer object; its error_string is the reason alone.
+        reason = getattr(exc, "error_string", None) or str(exc)
         raise AudioDecodeError(
-            f"could not decode the upload as audio (WAV, FLAC, OGG or MP3 expected): {exc}"
+            f"could not decode the upload as audio (WAV, FLAC, OGG or MP3 expected): {reason}"
         ) from exc
     if samples.shape[0] == 0:
         raise AudioDecodeError("the audio contains no samples")

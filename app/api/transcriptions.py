@@ -40,7 +40,7 @@ def _transcribe(ml: MLService, settings: Settings, data: bytes, head: bytes | No
     except AudioTooLongForModel as exc:
         raise errors.AudioTooLong(str(exc)) from exc
     except InvalidAudio as exc:
-        raise errors.InvalidAudio(f"not decodable audio (WAV, FLAC, OGG or MP3 expected): {exc}") from exc
+        raise errors.InvalidAudio(str(exc)) from exc
     if decoded.duration_s > settings.max_utterance_seconds:
         raise errors.AudioTooLong(
             f"audio is {decoded.duration_s:.1f} s; at most {settings.max_utterance_seconds:g} s allowed"

@@ -70,7 +70,7 @@ def add_utterance(
     except AudioTooLongForModel as exc:
         raise errors.AudioTooLong(f"audio too long: {exc}") from exc
     except InvalidAudio as exc:
-        raise errors.InvalidAudio(f"not decodable audio (WAV, FLAC, OGG or MP3 expected): {exc}") from exc
+        raise errors.InvalidAudio(str(exc)) from exc
     if decoded.duration_s < settings.min_utterance_seconds:
         raise errors.AudioTooShort(
             f"audio is {decoded.duration_s:.2f} s; at least {settings.min_utterance_seconds:g} s required"
