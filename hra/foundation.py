@@ -2,6 +2,10 @@
 
 ``Foundation.fingerprint = sha256(backbone.fingerprint + controller.fingerprint())``: a head artifact records it,
 and loading a head against another foundation is refused (``hra.errors.FoundationMismatch``).
+
+Heads are trained and served on ``backbone`` (for Whisper, the head context: the utterance padded to >= 5 s);
+samples without a head are served by ``base_backbone``, the same weights in the base model's own serving
+configuration (Whisper's 30-s window), so that "base" is exactly the model the product serves to everyone.
 """
 
 from __future__ import annotations

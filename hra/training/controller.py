@@ -344,13 +344,16 @@ class ControllerTrainer:
                     last_checkpoint = time.monotonic()
             if out_of_time:
                 log.info("phase %d: time budget reached in epoch %d", phase, self.state.epoch + 1)
-                return
-            self.state.epoch += 1
-            self.state.position = 0
-            self.state.order = []
+                if epoch_tokens == 0:
+                    return
+            else:
+                self.state.epoch += 1
+                self.state.position = 0
+                self.state.order = []
             record = {
                 "phase": phase,
-                "epoch": self.state.epoch,
+                "epoch": self.state.epoch + (1 if out_of_time else 0),
+                "complete": not out_of_time,
                 "step": self.state.step,
                 "train_loss": epoch_loss / max(1, epoch_tokens),
                 "seconds": round(time.monotonic() - started, 1),
@@ -365,6 +368,8 @@ class ControllerTrainer:
             self.state.elapsed = time.monotonic() - started
             self.save_checkpoint()
             last_checkpoint = time.monotonic()
+            if out_of_time:
+                return
 
     # -- results ----------------------------------------------------------------------------------------------
     def mean_head(self, heads: dict[str, Head]) -> Head:

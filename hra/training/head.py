@@ -52,7 +52,7 @@ class HeadTrainingOptions:
 
     head_type: str = "linear"
     ffn_hidden: int = 128
-    init: str = "zero"
+    init: str = "auto"
     max_seconds: float = 60.0
     max_epochs: int = 12
     learning_rate: float = 3e-3
@@ -64,7 +64,7 @@ class HeadTrainingOptions:
     holdout_fraction: float = 0.1
     min_holdout: int = 3
     min_train: int = 5
-    patience: int = 3
+    patience: int = 5
     precision: str = "auto"
     spec_augment: bool = False
     speed_perturb: tuple[float, ...] = (0.85, 0.93, 1.07, 1.15)

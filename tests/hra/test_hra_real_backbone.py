@@ -61,7 +61,7 @@ def test_missing_controller_is_refused_clearly(tmp_path):
 
 
 @torch.inference_mode()
-def test_untrained_heads_reproduce_the_served_base_exactly(foundation):
+def test_untrained_heads_leave_the_encoder_output_unchanged(foundation):
     waves = [w for w, _ in _utterances("eval", 1)]
     enc = foundation.backbone.prepare(waves)
     base = foundation.backbone.encode(enc)
@@ -100,3 +100,21 @@ def test_head_training_lowers_the_loss_and_transcribes(cut_foundation):
     assert mean_loss(foundation, result.head, batches) < mean_loss(foundation, foundation.new_head(), batches) - 0.1
     texts = transcribe(foundation, [w for w, _ in utts[:2]], [result.head, None])
     assert len(texts) == 2 and all(isinstance(t, str) for t in texts)
+
+
+def test_shipped_controller_and_priors_load_and_the_prior_helps_an_unseen_speaker():
+    from hra.foundation import DEFAULT_CONTROLLER_PATH
+    from hra.training.head import load_prior_head, prior_path
+
+    assert DEFAULT_CONTROLLER_PATH.stat().st_size < 200_000  # 384 x 64 floats and a little more
+    foundation = load_foundation()
+    info = foundation.describe()
+    assert info["controller"]["config"]["d_controller"] == 64 and info["fingerprint"] == foundation.fingerprint
+    priors = {t: load_prior_head(foundation, t) for t in ("linear", "ffn")}
+    assert priors["linear"].num_parameters == 384 * 64 and prior_path("ffn").is_file()
+    utts = _utterances("eval", 4)
+    bb = foundation.backbone
+    batches = prepare_batches(bb, [w for w, _ in utts], [bb.token_ids(t) for _, t in utts], range(4), 2400,
+                              foundation.device)
+    zero = mean_loss(foundation, foundation.new_head("linear"), batches)
+    assert mean_loss(foundation, priors["linear"], batches) < zero - 0.3

@@ -91,3 +91,11 @@ def test_resume_continues_from_the_checkpoint(corpus, tmp_path):
     assert torch.equal(second.controller.proj.weight, first.controller.proj.weight)
     second.run()
     assert second.state.step == 2 * steps and second.state.epoch == 2
+
+
+def test_time_budget_ends_both_phases_with_a_partial_epoch_record(corpus, tmp_path):
+    trainer = _trainer(corpus, tmp_path, replace(OPTIONS, epochs=1000, prior_epochs=1000, max_seconds=3.0))
+    result = trainer.run()
+    assert result["seconds"] < 15
+    partial = [h for h in result["history"] if h.get("complete") is False]
+    assert {h["phase"] for h in partial} <= {1, 2} and partial and "train_loss" in partial[0]

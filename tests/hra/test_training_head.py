@@ -119,7 +119,7 @@ def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances,
     from hra.hra.artifacts import head_to_bytes
     from hra.training import head as head_module
 
-    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1})
+    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1, "init": "zero"})
     monkeypatch.setattr(head_module, "prior_path", lambda head_type: tmp_path / f"prior_{head_type}.safetensors")
     with pytest.raises(FileNotFoundError):
         train_head(foundation, utterances, HeadTrainingOptions(**{**options.__dict__, "init": "prior"}))

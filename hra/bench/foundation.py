@@ -1,0 +1,859 @@
+"""Foundation benchmark: do per-speaker HRA heads fix voices the frozen Whisper tiny.en fails, and at what cost?
+
+    python -m hra.bench.foundation [--voices new_speaker] [--sizes 20,50,100] [--quick] [--corpus corpus]
+    make bench-foundation
+
+For every new-speaker voice (never used to train the controller) and enrollment size (the first N train
+utterances of the voice; held-out: its first ``--eval`` eval utterances, 40 by default), each system is trained
+once (seed 0) and scored on the held-out utterances:
+
+- ``base``: the base model exactly as the product serves it (``hra.inference.transcribe`` with no head: the
+  foundation's base serving context, Whisper's 30-s window, and guarded decoding); every trained system trains
+  and runs in the foundation's head context (``foundation.backbone``), as the product serves heads;
+- ``linear_zero`` / ``linear_prior`` / ``ffn_zero`` / ``ffn_prior``: HRA heads from ``train_head`` (what the
+  train worker runs), started at zero or at the population prior shipped with the controller;
+- ``houlsby`` / ``lora`` / ``full_ft``: the baselines of ``hra.baselines`` (bottleneck adapters after every
+  encoder block, LoRA on the encoder's attention and FFN projections, the whole encoder fine-tuned), trained by
+  the same loop with the same enrollment data, held-out slice, schedule and wall-clock budget as the heads;
+- ``hra_u0``: a linear head on a controller without recurrence: trained by the shipped controller's own command
+  with u = 0 fixed (in ``<work-dir>/controller_u0``, trained there when missing, ~25 min; with ``--quick`` only
+  if already there or ``--train-u0-controller yes``), else the trained controller with u set to 0;
+  ``hra_random``: a linear head on an untrained, random controller.
+
+WER is ``hra.text``'s (Whisper's English normalizer, jiwer): every error counts, loops included (``wer_capped``
+caps each utterance's errors at its reference words, for reading, not for the targets). A voice "fails" when the
+served base's capped WER exceeds 0.5. Voices the base handles: the ``standard`` group (base WER, and linear/FFN
+heads at 50 utterances, which must not make them worse). Real speech: the served base against faster-whisper
+(beam 5, int8, the same wheel) on tests/fixtures/real_speech, in the same run.
+
+``--quick`` runs four failing new-speaker voices at 50 utterances with every system, and the linear head at 20
+and 100. Every finished (voice, size, system) is appended to ``<work-dir>/results.jsonl`` under a key that covers
+the foundation's fingerprint and the options, so an interrupted run resumes where it stopped. Output: a table,
+``benchmarks/results/foundation.json`` (``foundation_quick.json`` with ``--quick``), and, as the last line, one
+JSON object with the headline numbers (fractions; seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import json
+import math
+import platform
+import shlex
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import soundfile as sf
+import torch
+
+from hra.baselines import AdapterConfig, DEFAULT_LEARNING_RATES, train_adapter, transcribe_adapted
+from hra.baselines.adapters import tensors_to_bytes
+from hra.errors import FoundationMismatch
+from hra.foundation import DEFAULT_CONTROLLER_PATH, Foundation, load_foundation
+from hra.hra.artifacts import load_controller
+from hra.hra.controller import Controller
+from hra.inference import transcribe
+from hra.text import word_errors
+from hra.training.head import HeadTrainingOptions, load_prior_head, train_head
+
+ROOT = Path(__file__).resolve().parents[2]
+REAL_SPEECH = ROOT / "tests" / "fixtures" / "real_speech"
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+FAIL_THRESHOLD = 0.5  # served base's capped WER above which a voice "fails"
+HEADLINE_SIZE = 50
+STANDARD_SIZE = 50
+QUICK_VOICES = ("espeak-pt-br", "espeak-hu", "espeak-en-lancaster", "atyp-pl-breathy-telephone")
+
+
+@dataclass(frozen=True)
+class System:
+    """One way to adapt to a speaker. ``head_type`` for HRA heads, ``adapter`` for baselines; ``controller``:
+    "trained", "u0" (recurrence removed) or "random" (untrained)."""
+
+    name: str
+    family: str  # "hra" | "baseline" | "ablation"
+    head_type: str | None = None
+    init: str = "zero"
+    adapter: str | None = None
+    controller: str = "trained"
+    description: str = ""
+
+
+SYSTEMS: tuple[System, ...] = (
+    System("linear_zero", "hra", head_type="linear", description="HRA linear head, zero init"),
+    System("linear_prior", "hra", head_type="linear", init="prior", description="HRA linear head, prior init"),
+    System("ffn_zero", "hra", head_type="ffn", description="HRA FFN head, zero init"),
+    System("ffn_prior", "hra", head_type="ffn", init="prior", description="HRA FFN head, prior init"),
+    System("houlsby", "baseline", adapter="houlsby", description="bottleneck adapters after each encoder block"),
+    System("lora", "baseline", adapter="lora", description="LoRA on encoder attention q/k/v/out and FFN"),
+    System("full_ft", "baseline", adapter="full_ft", description="full fine-tuning of the encoder"),
+    System("hra_u0", "ablation", head_type="linear", controller="u0", description="linear head, controller u = 0"),
+    System("hra_random", "ablation", head_type="linear", controller="random",
+           description="linear head, untrained random controller"),
+)
+SYSTEMS_BY_NAME = {s.name: s for s in SYSTEMS}
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What one benchmark run covers, and the shared training recipe (``training``: the head's options; every
+    system gets its budget and split; baselines their own learning rate)."""
+
+    voices: tuple[str, ...]
+    standard_voices: tuple[str, ...]
+    sizes: tuple[int, ...]
+    systems_by_size: dict[int, tuple[str, ...]]
+    n_eval: int = 40
+    corpus: Path = ROOT / "corpus"
+    work_dir: Path = ROOT / "var" / "bench_foundation"
+    out: Path = RESULTS_DIR / "foundation.json"
+    controller: Path | None = None
+    u0_controller: Path | None = None
+    train_u0_controller: bool = False
+    real_speech: bool = True
+    quick: bool = False
+    training: HeadTrainingOptions = field(default_factory=HeadTrainingOptions)
+    houlsby_bottleneck: int = 64
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    threads: int = 1
+
+    def adapter_config(self, kind: str) -> AdapterConfig:
+        return AdapterConfig(kind, bottleneck=self.houlsby_bottleneck, rank=self.lora_rank, alpha=self.lora_alpha)
+
+
+# ---- data ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VoiceData:
+    voice: str
+    group: str
+    kind: str
+    train: list[tuple[torch.Tensor, str]]
+    eval: list[tuple[torch.Tensor, str]]
+    eval_ids: list[str]
+
+
+def read_wave(path: Path) -> torch.Tensor:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    if rate != 16000:
+        raise ValueError(f"{path}: {rate} Hz, expected 16000")
+    return torch.from_numpy(data.mean(axis=1).copy())
+
+
+def ensure_corpus(corpus: Path, voices: Sequence[str], n_train: int, n_eval: int, jobs: int) -> None:
+    """Synthesize what is missing (the corpus builder is resumable and extends smaller builds)."""
+    from hra.corpus import BuildOptions, build_corpus, get_voice
+    from hra.corpus.build import MANIFEST, read_manifest
+
+    rows = read_manifest(corpus / MANIFEST)
+    have: dict[tuple[str, str], int] = {}
+    for r in rows:
+        if (corpus / str(r["path"])).is_file():
+            key = (str(r["voice"]), str(r["split"]))
+            have[key] = have.get(key, 0) + 1
+    missing = [v for v in voices if have.get((v, "train"), 0) < n_train or have.get((v, "eval"), 0) < n_eval]
+    if missing:
+        print(f"building corpus for {len(missing)} voices ({n_train} train + {n_eval} eval each) in {corpus}",
+              flush=True)
+        build_corpus(corpus, [get_voice(v) for v in missing], BuildOptions(n_train=n_train, n_eval=n_eval, jobs=jobs),
+                     progress=False)
+
+
+def load_voice(corpus: Path, voice: str, n_train: int, n_eval: int) -> VoiceData:
+    from hra.corpus import get_voice
+    from hra.corpus.build import MANIFEST, read_manifest
+
+    rows = [r for r in read_manifest(corpus / MANIFEST) if r["voice"] == voice]
+    train = sorted((r for r in rows if r["split"] == "train"), key=lambda r: str(r["id"]))[:n_train]
+    held = sorted((r for r in rows if r["split"] == "eval"), key=lambda r: str(r["id"]))[:n_eval]
+    if len(train) < n_train or len(held) < n_eval:
+        raise ValueError(f"{voice}: corpus has {len(train)} train / {len(held)} eval, needs {n_train} / {n_eval}")
+    info = get_voice(voice)
+    return VoiceData(
+        voice=voice, group=info.group, kind=info.kind,
+        train=[(read_wave(corpus / str(r["path"])), str(r["text"])) for r in train],
+        eval=[(read_wave(corpus / str(r["path"])), str(r["text"])) for r in held],
+        eval_ids=[str(r["id"]) for r in held],
+    )
+
+
+def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
+    errors = capped = words = 0
+    for ref, hyp in zip(references, hypotheses, strict=True):
+        e, n = word_errors(ref, hyp)
+        errors, capped, words = errors + e, capped + min(e, n), words + n
+    return {"wer": errors / words, "wer_capped": capped / words, "errors": errors, "words": words}
+
+
+# ---- resumable results -----------------------------------------------------------------------------------------
+
+
+class ResultStore:
+    """Append-only JSONL of finished measurements, keyed so that a changed setup is measured again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.records: dict[str, dict] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    record = json.loads(line)
+                    self.records[record["key"]] = record
+
+    @staticmethod
+    def key(**parts: object) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+    def get(self, key: str) -> dict | None:
+        return self.records.get(key)
+
+    def put(self, record: dict) -> dict:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self.records[record["key"]] = record
+        return record
+
+
+# ---- foundations for the systems ------------------------------------------------------------------------------
+
+
+@dataclass
+class Foundations:
+    trained: Foundation
+    random: Foundation
+    u0: Foundation
+    controller_kind: str  # "trained" or "random (no trained controller found)"
+    u0_kind: str
+
+
+def build_foundations(options: BenchOptions) -> Foundations:
+    """The product's foundation (``load_foundation``: heads in its head context, the base in its serving context)
+    and the two ablations' foundations on the same backbone views."""
+    path = options.controller or DEFAULT_CONTROLLER_PATH
+    if Path(path).is_file():
+        trained = load_foundation(path)
+        controller_kind = f"trained ({Path(path).name})"
+    else:
+        from hra.backbone.whisper import BASE_SERVING_CONTEXT, load_whisper_tiny_en
+        from hra.hra.controller import ControllerConfig
+
+        print(f"WARNING: no controller at {path}; using a random controller (development only)", flush=True)
+        backbone = load_whisper_tiny_en()
+        config = ControllerConfig(d_model=backbone.d_model, n_layers=backbone.n_encoder_layers)
+        trained = Foundation.build(backbone, _random_controller(config), controller_source="random (development)",
+                                   base_backbone=backbone.with_context(BASE_SERVING_CONTEXT))
+        controller_kind = "random (no trained controller found)"
+
+    def variant(controller: Controller, source: str) -> Foundation:
+        return Foundation.build(trained.backbone, controller, controller_source=source,
+                                base_backbone=trained.base_backbone)
+
+    random_foundation = variant(_random_controller(trained.controller.config), "random (ablation)")
+    u0_path = options.u0_controller or find_u0_controller(options, trained, controller_kind)
+    if u0_path is not None:
+        u0_controller = load_controller(u0_path)
+        if float(u0_controller.u.abs().max()) != 0.0:
+            raise ValueError(f"{u0_path} has u != 0: not a controller without recurrence")
+        u0_kind = f"controller trained with u = 0 by the shipped controller's recipe ({u0_path})"
+    else:
+        u0_controller = copy.deepcopy(trained.controller)
+        with torch.no_grad():
+            u0_controller.u.zero_()
+        u0_kind = "trained controller with u set to 0"
+    return Foundations(trained, random_foundation, variant(u0_controller, u0_kind), controller_kind, u0_kind)
+
+
+def u0_controller_dir(options: BenchOptions) -> Path:
+    return options.work_dir / "controller_u0"
+
+
+def find_u0_controller(options: BenchOptions, trained: Foundation, controller_kind: str) -> Path | None:
+    """The ablation controller without recurrence: trained by the shipped controller's own command (its
+    ``controller.json``) with u = 0 fixed, in ``<work-dir>/controller_u0`` (resumable). Reused while it was
+    trained on the foundation's backbone; trained when missing if ``train_u0_controller``; else None (the
+    benchmark then zeroes u of the trained controller, and says so)."""
+    out = u0_controller_dir(options) / "out"
+    record_path = out / "controller.json"
+    if record_path.is_file() and (out / "controller.safetensors").is_file():
+        record = json.loads(record_path.read_text())
+        if record.get("backbone", {}).get("fingerprint") == trained.backbone.fingerprint:
+            return out / "controller.safetensors"
+    if not options.train_u0_controller or not controller_kind.startswith("trained"):
+        return None
+    from hra.training.controller import main as train_controller
+
+    argv = u0_controller_argv(Path(options.controller or DEFAULT_CONTROLLER_PATH).with_suffix(".json"), out,
+                              u0_controller_dir(options) / "work")
+    print(f"training the u = 0 ablation controller: python -m hra.training.controller {shlex.join(argv)}", flush=True)
+    train_controller(argv)
+    return out / "controller.safetensors"
+
+
+def u0_controller_argv(shipped_record: Path, out: Path, work_dir: Path) -> list[str]:
+    """The shipped controller's command line, with u = 0 fixed and this benchmark's output folders."""
+    record = json.loads(shipped_record.read_text())
+    argv = shlex.split(record["command"])
+    if argv[:3] == ["python", "-m", "hra.training.controller"]:
+        argv = argv[3:]
+    kept: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--out", "--work-dir", "--options", "--resume"):
+            skip = arg != "--resume"
+            continue
+        kept.append(arg)
+    recipe = dict(record.get("options", {}))
+    recipe.update({"u_init": 0.0, "train_u": False})
+    return [*kept, "--out", str(out), "--work-dir", str(work_dir), "--options", json.dumps(recipe), "--resume"]
+
+
+def _random_controller(config) -> Controller:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1234)
+        return Controller(config)
+
+
+# ---- measurements ----------------------------------------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, options: BenchOptions, foundations: Foundations) -> None:
+        self.options = options
+        self.f = foundations
+        self.store = ResultStore(options.work_dir / "results.jsonl")
+        self.trainings: list[float] = []
+
+    def _key(self, kind: str, system: System | None = None, **parts: object) -> str:
+        """A measurement's key covers exactly what it depends on: the base and real speech only the backbone
+        (with its context and decoding) and the held-out set; a system also the controller it runs on, the
+        training recipe and its own configuration. A new controller re-measures the systems, not the base."""
+        f = self.f
+        backbone = f.trained.backbone if system is not None else f.trained.serving_base
+        backbone_options = getattr(backbone, "options", None)  # context (in the fingerprint) + decoding
+        key: dict[str, object] = {"kind": kind, "backbone": backbone.fingerprint,
+                                  "decoding": repr(getattr(backbone_options, "decoding", None)), **parts}
+        if kind != "real_speech":
+            key["n_eval"] = self.options.n_eval
+        if system is not None:
+            key["training"] = asdict(self.options.training)
+            key["system"] = asdict(system)
+            if system.adapter is not None:
+                key["adapter"] = self.options.adapter_config(system.adapter).to_dict()
+                key["learning_rate"] = DEFAULT_LEARNING_RATES[system.adapter]
+            else:
+                foundation = {"trained": f.trained, "u0": f.u0, "random": f.random}[system.controller]
+                key["foundation"] = foundation.fingerprint
+        return ResultStore.key(**key)
+
+    def base(self, data: VoiceData) -> dict:
+        key = self._key("base", voice=data.voice)
+        if (hit := self.store.get(key)) is not None:
+            return hit
+        start = time.monotonic()
+        hyps = transcribe(self.f.trained, [w for w, _ in data.eval])
+        record = {"key": key, "kind": "base", "voice": data.voice, "group": data.group, "voice_kind": data.kind,
+                  "size": 0, "system": "base", **score([t for _, t in data.eval], hyps),
+                  "eval_seconds": round(time.monotonic() - start, 2), "hypotheses": hyps}
+        return self.store.put(record)
+
+    def system(self, data: VoiceData, size: int, system: System) -> dict:
+        key = self._key("system", system, voice=data.voice, size=size)
+        if (hit := self.store.get(key)) is not None:
+            return hit
+        enrollment = data.train[:size]
+        waves = [w for w, _ in data.eval]
+        refs = [t for _, t in data.eval]
+        record = {"key": key, "kind": "system", "voice": data.voice, "group": data.group, "voice_kind": data.kind,
+                  "size": size, "system": system.name, "family": system.family}
+        if system.head_type is not None:
+            foundation = {"trained": self.f.trained, "u0": self.f.u0, "random": self.f.random}[system.controller]
+            training = replace(self.options.training, head_type=system.head_type, init=system.init)
+            try:
+                result = train_head(foundation, enrollment, training)
+            except (FileNotFoundError, FoundationMismatch) as exc:  # no population prior for this controller
+                return {**record, "skipped": str(exc)}
+            model, metrics = result.head, result.metrics
+            start = time.monotonic()
+            hyps = transcribe(foundation, waves, [model] * len(waves))
+            tensors = dict(model.state_dict())
+        else:
+            result = train_adapter(self.f.trained.backbone, enrollment, self.options.adapter_config(system.adapter),
+                                   self.options.training)
+            model, metrics = result.adapter, result.metrics
+            start = time.monotonic()
+            hyps = transcribe_adapted(self.f.trained.backbone, model, waves)
+            tensors = model.trainable_tensors()
+        eval_seconds = time.monotonic() - start
+        self.trainings.append(metrics["seconds"])
+        record.update(score(refs, hyps))
+        record.update({
+            "parameters": metrics["parameters"],
+            "stored_bytes": len(tensors_to_bytes(tensors)),
+            "train_seconds": metrics["seconds"],
+            "eval_seconds": round(eval_seconds, 2),
+            "epochs": metrics["epochs"], "steps": metrics["steps"], "best_epoch": metrics["best_epoch"],
+            "stopped_by": metrics["stopped_by"], "holdout_loss": metrics["holdout_loss"],
+            "holdout_loss_initial": metrics["holdout_loss_initial"],
+            "learning_rate": metrics.get("learning_rate", metrics.get("options", {}).get("learning_rate")),
+            "hypotheses": hyps,
+        })
+        return self.store.put(record)
+
+    def real_speech(self) -> dict:
+        key = self._key("real_speech")
+        if (hit := self.store.get(key)) is not None:
+            return hit
+        from faster_whisper import WhisperModel
+
+        from hra.backbone.whisper import wheel_model_dir
+
+        rows = [json.loads(line) for line in (REAL_SPEECH / "manifest.jsonl").read_text().splitlines() if line.strip()]
+        waves = [read_wave(REAL_SPEECH / r["file"]) for r in rows]
+        refs = [r["transcript"] for r in rows]
+        start = time.monotonic()
+        ours = transcribe(self.f.trained, waves)
+        ours_seconds = time.monotonic() - start
+        model = WhisperModel(str(wheel_model_dir()), device="cpu", compute_type="int8",
+                             cpu_threads=self.options.threads)
+        start = time.monotonic()
+        theirs = []
+        for wave in waves:
+            segments, _ = model.transcribe(wave.numpy(), beam_size=5, language="en")
+            theirs.append(" ".join(s.text.strip() for s in segments).strip())
+        fw_seconds = time.monotonic() - start
+        record = {
+            "key": key, "kind": "real_speech", "files": [r["file"] for r in rows],
+            "base": {**score(refs, ours), "seconds": round(ours_seconds, 2), "hypotheses": ours},
+            "faster_whisper_beam5_int8": {**score(refs, theirs), "seconds": round(fw_seconds, 2),
+                                          "hypotheses": theirs},
+            "references": refs,
+        }
+        return self.store.put(record)
+
+
+# ---- the run ---------------------------------------------------------------------------------------------------
+
+
+def run(options: BenchOptions) -> dict:
+    torch.set_num_threads(options.threads)
+    t_start = time.monotonic()
+    ensure_corpus(options.corpus, options.voices, max(options.sizes), options.n_eval, jobs=2)
+    ensure_corpus(options.corpus, options.standard_voices, STANDARD_SIZE, options.n_eval, jobs=2)
+    foundations = build_foundations(options)
+    bench = Bench(options, foundations)
+    log = lambda msg: print(f"[{time.monotonic() - t_start:7.0f} s] {msg}", flush=True)  # noqa: E731
+    log(f"foundation {foundations.trained.fingerprint[:12]} ({foundations.controller_kind}); "
+        f"context {_context_label(foundations.trained)}; {len(options.voices)} new-speaker voices, "
+        f"sizes {list(options.sizes)}, {len(options.standard_voices)} standard voices")
+
+    real = bench.real_speech() if options.real_speech else None
+    if real is not None:
+        log(f"real speech: base WER {real['base']['wer']:.3f}, faster-whisper beam 5 "
+            f"{real['faster_whisper_beam5_int8']['wer']:.3f}")
+
+    records: list[dict] = []
+    standard: list[VoiceData] = []
+    for voice in options.standard_voices:
+        data = load_voice(options.corpus, voice, STANDARD_SIZE, options.n_eval)
+        standard.append(data)
+        rec = bench.base(data)
+        records.append(rec)
+        log(f"{voice}: base WER {rec['wer']:.3f}")
+
+    for voice in options.voices:
+        data = load_voice(options.corpus, voice, max(options.sizes), options.n_eval)
+        base = bench.base(data)
+        records.append(base)
+        log(f"{voice}: base WER {base['wer']:.3f} (capped {base['wer_capped']:.3f})")
+        for size in sorted(options.sizes, key=lambda s: (s != HEADLINE_SIZE, s)):
+            for name in options.systems_by_size.get(size, ()):
+                rec = bench.system(data, size, SYSTEMS_BY_NAME[name])
+                records.append(rec)
+                log(_describe(rec))
+
+    for data in standard:  # voices the base handles must not get worse
+        for name in ("linear_zero", "ffn_zero"):
+            rec = bench.system(data, STANDARD_SIZE, SYSTEMS_BY_NAME[name])
+            records.append(rec)
+            log(_describe(rec))
+
+    report = summarize(options, foundations, records, real)
+    report["timing"] = {
+        "total_seconds_this_invocation": round(time.monotonic() - t_start, 1),
+        "trainings_this_invocation": len(bench.trainings),
+        "train_seconds_median": statistics.median(bench.trainings) if bench.trainings else None,
+        "train_seconds_per_system_median": _median_by(records, "train_seconds"),
+        "eval_seconds_per_system_median": _median_by(records, "eval_seconds"),
+        "train_plus_eval_seconds_all_measurements": round(
+            sum(r.get("train_seconds", 0) + r.get("eval_seconds", 0) for r in records), 1),
+    }
+    return report
+
+
+def _context_label(foundation: Foundation) -> str:
+    """"heads <context> / base <context>" (the encoder contexts heads and the base model are served in)."""
+
+    def label(backbone) -> str:
+        options = getattr(backbone, "options", None)
+        return options.context.label if options is not None else "n/a"
+
+    return f"heads {label(foundation.backbone)} / base {label(foundation.serving_base)}"
+
+
+def _describe(rec: dict) -> str:
+    if "skipped" in rec:
+        return f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} skipped: {rec['skipped']}"
+    return (f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} WER {rec['wer']:.3f} "
+            f"(capped {rec['wer_capped']:.3f})  {rec['parameters']:>9,d} params  train {rec['train_seconds']:.0f} s "
+            f"({rec['epochs']} ep, {rec['stopped_by']})")
+
+
+def _median_by(records: list[dict], field_name: str) -> dict[str, float]:
+    by: dict[str, list[float]] = {}
+    for r in records:
+        if r["kind"] == "system" and field_name in r:
+            by.setdefault(r["system"], []).append(r[field_name])
+    return {k: round(statistics.median(v), 2) for k, v in by.items()}
+
+
+# ---- summary ---------------------------------------------------------------------------------------------------
+
+
+def rel_reduction(base_wer: float, wer: float) -> float:
+    """(base - system) / base; 0 when the base makes no error and neither does the system."""
+    if base_wer == 0:
+        return 0.0 if wer == 0 else -math.inf
+    return (base_wer - wer) / base_wer
+
+
+def _median(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
+
+
+def summarize(options: BenchOptions, foundations: Foundations, records: list[dict], real: dict | None) -> dict:
+    base = {r["voice"]: r for r in records if r["kind"] == "base"}
+    systems = [r for r in records if r["kind"] == "system" and "skipped" not in r]
+    new_voices = [v for v in options.voices if v in base]
+    failing = [v for v in new_voices if base[v]["wer_capped"] > FAIL_THRESHOLD]
+    handled = [v for v in new_voices if v not in failing]
+
+    def wer(voice: str, size: int, system: str) -> float | None:
+        for r in systems:
+            if r["voice"] == voice and r["size"] == size and r["system"] == system:
+                return r["wer"]
+        return None
+
+    def reductions(voices: list[str], size: int, system: str) -> list[float]:
+        out = []
+        for v in voices:
+            w = wer(v, size, system)
+            if w is not None:
+                out.append(rel_reduction(base[v]["wer"], w))
+        return out
+
+    per_system: dict[str, dict] = {}
+    for size in options.sizes:
+        for name in options.systems_by_size.get(size, ()):
+            red_fail = reductions(failing, size, name)
+            red_all = reductions(new_voices, size, name)
+            if not red_all:
+                continue
+            rows = [r for r in systems if r["size"] == size and r["system"] == name and r["voice"] in new_voices]
+            per_system[f"{name}_{size}"] = {
+                "system": name, "size": size, "voices": len(red_all),
+                "median_rel_wer_reduction_failing": _median(red_fail),
+                "worst_rel_wer_reduction_all": min(red_all),
+                "median_wer": _median([r["wer"] for r in rows]),
+                "parameters": rows[0]["parameters"], "stored_bytes": rows[0]["stored_bytes"],
+                "train_seconds_median": _median([r["train_seconds"] for r in rows]),
+                "epochs_median": _median([r["epochs"] for r in rows]),
+            }
+
+    std = list(options.standard_voices)
+    std_base = [base[v] for v in std if v in base]
+    base_wer_standard = (sum(r["errors"] for r in std_base) / sum(r["words"] for r in std_base)) if std_base else None
+
+    def ratio_to(system_a: str, system_b: str, size: int = HEADLINE_SIZE) -> float | None:
+        vals = []
+        for v in failing:
+            a, b = wer(v, size, system_a), wer(v, size, system_b)
+            if a is not None and b is not None and b > 0:
+                vals.append((a - b) / b)
+        return _median(vals)
+
+    def gain_over(better: str, worse: str, size: int = HEADLINE_SIZE) -> float | None:
+        vals = []
+        for v in failing:
+            a, b = wer(v, size, better), wer(v, size, worse)
+            if a is not None and b is not None and b > 0:
+                vals.append((b - a) / b)
+        return _median(vals)
+
+    def params(system: str) -> int | None:
+        for r in systems:
+            if r["system"] == system:
+                return r["parameters"]
+        return None
+
+    lin, res = params("linear_zero"), params("houlsby")
+    s50 = per_system.get(f"linear_zero_{HEADLINE_SIZE}", {})
+    headline = {
+        "base_wer_standard_voices": base_wer_standard,
+        "median_rel_wer_reduction_linear_50": per_system.get("linear_zero_50", {}).get("median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_ffn_50": per_system.get("ffn_zero_50", {}).get("median_rel_wer_reduction_failing"),
+        "worst_rel_wer_reduction_linear_50": per_system.get("linear_zero_50", {}).get("worst_rel_wer_reduction_all"),
+        "param_ratio_linear_vs_residual": (lin / res) if lin and res else None,
+        "train_seconds_linear_50": s50.get("train_seconds_median"),
+        "controller_vs_random_rel_gain": gain_over("linear_zero", "hra_random"),
+        "base_wer_real_speech": real["base"]["wer"] if real else None,
+        "faster_whisper_wer_real_speech": real["faster_whisper_beam5_int8"]["wer"] if real else None,
+        # context for the targets
+        "median_rel_wer_reduction_linear_prior_50": per_system.get("linear_prior_50", {}).get(
+            "median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_ffn_prior_50": per_system.get("ffn_prior_50", {}).get(
+            "median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_residual_50": per_system.get("houlsby_50", {}).get("median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_lora_50": per_system.get("lora_50", {}).get("median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_full_ft_50": per_system.get("full_ft_50", {}).get("median_rel_wer_reduction_failing"),
+        "linear_vs_residual_rel_wer_50": ratio_to("linear_zero", "houlsby"),
+        "recurrence_rel_gain_50": gain_over("linear_zero", "hra_u0"),
+        "worst_rel_wer_reduction_linear_50_standard_voices": _min_or_none(
+            [rel_reduction(base[v]["wer"], w) for v in std if v in base
+             if (w := wer(v, STANDARD_SIZE, "linear_zero")) is not None]),
+        "worst_rel_wer_reduction_ffn_50_standard_voices": _min_or_none(
+            [rel_reduction(base[v]["wer"], w) for v in std if v in base
+             if (w := wer(v, STANDARD_SIZE, "ffn_zero")) is not None]),
+        "failing_voices": len(failing),
+        "controller": foundations.controller_kind,
+        "context": _context_label(foundations.trained),
+        "quick": options.quick,
+    }
+    targets = {
+        "real_speech_within_0.03_of_faster_whisper": _check(
+            headline["base_wer_real_speech"], lambda x: x <= headline["faster_whisper_wer_real_speech"] + 0.03),
+        "median_rel_wer_reduction_linear_50_>=_0.50": _check(headline["median_rel_wer_reduction_linear_50"],
+                                                             lambda x: x >= 0.50),
+        "median_rel_wer_reduction_ffn_50_>=_0.60": _check(headline["median_rel_wer_reduction_ffn_50"],
+                                                          lambda x: x >= 0.60),
+        "no_new_speaker_voice_worse_linear_50": _check(headline["worst_rel_wer_reduction_linear_50"],
+                                                       lambda x: x >= 0),
+        "no_standard_voice_worse_linear_50": _check(
+            headline["worst_rel_wer_reduction_linear_50_standard_voices"], lambda x: x >= 0),
+        "controller_vs_random_rel_gain_>=_0.10": _check(headline["controller_vs_random_rel_gain"],
+                                                        lambda x: x >= 0.10),
+        "param_ratio_linear_vs_residual_<=_0.125": _check(headline["param_ratio_linear_vs_residual"],
+                                                          lambda x: x <= 0.125),
+        "linear_wer_within_10pct_of_residual": _check(headline["linear_vs_residual_rel_wer_50"], lambda x: x <= 0.10),
+        "train_seconds_linear_50_<=_60": _check(headline["train_seconds_linear_50"], lambda x: x <= 60),
+    }
+    per_voice: dict[str, dict] = {}
+    for r in records:
+        entry = per_voice.setdefault(r["voice"], {"group": r["group"], "kind": r.get("voice_kind"), "systems": {}})
+        if r["kind"] == "base":
+            entry.update({"base_wer": r["wer"], "base_wer_capped": r["wer_capped"], "words": r["words"],
+                          "fails": r["wer_capped"] > FAIL_THRESHOLD})
+        elif "skipped" in r:
+            entry["systems"][f"{r['system']}_{r['size']}"] = {"skipped": r["skipped"]}
+        else:
+            entry["systems"][f"{r['system']}_{r['size']}"] = {
+                k: r[k] for k in ("wer", "wer_capped", "parameters", "stored_bytes", "train_seconds", "eval_seconds",
+                                  "epochs", "best_epoch", "stopped_by", "holdout_loss", "learning_rate")
+            }
+            entry["systems"][f"{r['system']}_{r['size']}"]["rel_wer_reduction"] = rel_reduction(
+                base[r["voice"]]["wer"], r["wer"])
+    examples = _examples(records)
+    return {
+        "description": __doc__,
+        "headline": headline,
+        "targets": targets,
+        "systems": {s.name: asdict(s) for s in SYSTEMS},
+        "per_system": per_system,
+        "per_voice": per_voice,
+        "failing_voices": failing,
+        "handled_new_speaker_voices": handled,
+        "real_speech": None if real is None else {
+            "files": len(real["files"]),
+            "base_wer": real["base"]["wer"], "base_seconds": real["base"]["seconds"],
+            "faster_whisper_beam5_int8_wer": real["faster_whisper_beam5_int8"]["wer"],
+            "faster_whisper_seconds": real["faster_whisper_beam5_int8"]["seconds"],
+            "differences": [
+                {"file": f, "reference": ref, "base": a, "faster_whisper": b}
+                for f, ref, a, b in zip(real["files"], real["references"], real["base"]["hypotheses"],
+                                        real["faster_whisper_beam5_int8"]["hypotheses"])
+                if a != b
+            ],
+        },
+        "examples": examples,
+        "setup": {
+            "foundation_fingerprint": foundations.trained.fingerprint,
+            "controller": foundations.controller_kind,
+            "controller_config": foundations.trained.controller.config.to_dict(),
+            "u0": foundations.u0_kind,
+            "context": _context_label(foundations.trained),
+            "training": asdict(options.training),
+            "baseline_learning_rates": DEFAULT_LEARNING_RATES,
+            "adapters": {k: options.adapter_config(k).to_dict() for k in ("houlsby", "lora", "full_ft")},
+            "voices": list(options.voices), "standard_voices": list(options.standard_voices),
+            "sizes": list(options.sizes), "systems_by_size": {str(k): list(v) for k, v in options.systems_by_size.items()},
+            "n_eval": options.n_eval, "fail_threshold_capped_wer": FAIL_THRESHOLD,
+            "corpus": str(options.corpus), "seed": options.training.seed,
+            "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": options.threads,
+                        "cpu": _cpu_name()},
+        },
+    }
+
+
+def _min_or_none(values: list[float]) -> float | None:
+    return min(values) if values else None
+
+
+def _check(value: float | None, test) -> dict:
+    return {"value": value, "met": None if value is None else bool(test(value))}
+
+
+def _examples(records: list[dict], per_voice: int = 2) -> list[dict]:
+    """A few held-out utterances per voice: base and headline systems side by side."""
+    out = []
+    by_voice: dict[str, dict[str, list[str]]] = {}
+    for r in records:
+        if "hypotheses" in r and (r["kind"] == "base" or r["size"] == HEADLINE_SIZE):
+            by_voice.setdefault(r["voice"], {})[r["system"]] = r["hypotheses"]
+    for voice, hyps in by_voice.items():
+        for i in range(min(per_voice, len(hyps.get("base", [])))):
+            out.append({"voice": voice, "index": i, **{k: v[i] for k, v in hyps.items() if i < len(v)}})
+    return out
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+# ---- output ----------------------------------------------------------------------------------------------------
+
+
+def format_table(report: dict) -> str:
+    lines = []
+    systems = [s.name for s in SYSTEMS]
+    sizes = sorted({int(k.rsplit("_", 1)[1]) for v in report["per_voice"].values() for k in v["systems"]})
+    header = f"{'voice':25s} {'':4s} {'n':>4s} {'base':>6s} " + " ".join(f"{s:>11s}" for s in systems)
+    lines.append("WER on held-out utterances (every error counted); 'FAIL' marks voices the base fails")
+    lines.append(header)
+    for voice, entry in report["per_voice"].items():
+        if "base_wer" not in entry:
+            continue
+        flag = "FAIL" if entry.get("fails") else ""
+        for size in sizes:
+            cells = []
+            for s in systems:
+                r = entry["systems"].get(f"{s}_{size}")
+                cells.append(f"{'-':>11s}" if r is None or "wer" not in r else f"{r['wer']:11.3f}")
+            if all(c.strip() == "-" for c in cells):
+                continue
+            lines.append(f"{voice[:25]:25s} {flag:4s} {size:4d} {entry['base_wer']:6.3f} " + " ".join(cells))
+        if not any(f"{s}_{size}" in entry["systems"] for s in systems for size in sizes):
+            lines.append(f"{voice[:25]:25s} {flag:4s} {'':4s} {entry['base_wer']:6.3f}")
+    lines.append("")
+    lines.append(f"{'system @ size':22s} {'median rel. red.':>16s} {'worst':>7s} {'params':>10s} {'bytes':>11s} "
+                 f"{'train s':>8s} {'epochs':>6s}")
+    for key, s in report["per_system"].items():
+        med = s["median_rel_wer_reduction_failing"]
+        lines.append(f"{key:22s} {('%.3f' % med) if med is not None else 'n/a':>16s} "
+                     f"{s['worst_rel_wer_reduction_all']:7.3f} {s['parameters']:10,d} {s['stored_bytes']:11,d} "
+                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f}")
+    if report.get("real_speech"):
+        rs = report["real_speech"]
+        lines.append("")
+        lines.append(f"real speech ({rs['files']} files): base {rs['base_wer']:.3f}, faster-whisper beam 5 int8 "
+                     f"{rs['faster_whisper_beam5_int8_wer']:.3f}")
+    lines.append("")
+    for name, t in report["targets"].items():
+        value = t["value"]
+        shown = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else str(value))
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[t["met"]]
+        lines.append(f"target {name:48s} {shown:>8s}  {verdict}")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> BenchOptions:
+    from hra.corpus import select_voices
+
+    p = argparse.ArgumentParser(prog="python -m hra.bench.foundation", description=__doc__.splitlines()[0])
+    p.add_argument("--voices", default="new_speaker", help="new-speaker voices: group names and/or voice names")
+    p.add_argument("--standard-voices", default="standard")
+    p.add_argument("--sizes", default="20,50,100", help="enrollment sizes")
+    p.add_argument("--systems", default=",".join(SYSTEMS_BY_NAME), help="systems at every size")
+    p.add_argument("--quick", action="store_true",
+                   help=f"{len(QUICK_VOICES)} failing voices; every system at 50, the linear head at 20 and 100")
+    p.add_argument("--eval", type=int, default=40, help="held-out utterances per voice")
+    p.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench_foundation")
+    p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/foundation.json)")
+    p.add_argument("--controller", type=Path, default=None, help="controller safetensors (default: the shipped one)")
+    p.add_argument("--u0-controller", type=Path, default=None,
+                   help="a controller trained with u = 0 (default: <work-dir>/controller_u0, trained there when "
+                        "missing unless --quick)")
+    p.add_argument("--train-u0-controller", choices=("auto", "yes", "no"), default="auto",
+                   help="train the u = 0 ablation controller when missing (auto: not with --quick)")
+    p.add_argument("--max-seconds", type=float, default=HeadTrainingOptions.max_seconds,
+                   help="training budget of every system (seconds, data preparation included)")
+    p.add_argument("--no-real-speech", action="store_true")
+    p.add_argument("--houlsby-bottleneck", type=int, default=64)
+    p.add_argument("--lora-rank", type=int, default=8)
+    p.add_argument("--threads", type=int, default=1)
+    args = p.parse_args(argv)
+
+    systems = tuple(s for s in args.systems.split(",") if s)
+    unknown = [s for s in systems if s not in SYSTEMS_BY_NAME]
+    if unknown:
+        p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS_BY_NAME)}")
+    if args.quick:
+        voices = QUICK_VOICES if args.voices == "new_speaker" else tuple(v.name for v in select_voices(args.voices))
+        sizes = (20, HEADLINE_SIZE, 100)
+        by_size = {20: ("linear_zero",), HEADLINE_SIZE: systems, 100: ("linear_zero",)}
+    else:
+        voices = tuple(v.name for v in select_voices(args.voices))
+        sizes = tuple(int(s) for s in args.sizes.split(",") if s)
+        by_size = {s: systems for s in sizes}
+    out = args.out or RESULTS_DIR / ("foundation_quick.json" if args.quick else "foundation.json")
+    return BenchOptions(
+        voices=voices, standard_voices=tuple(v.name for v in select_voices(args.standard_voices)),
+        sizes=sizes, systems_by_size=by_size, n_eval=args.eval, corpus=args.corpus, work_dir=args.work_dir, out=out,
+        controller=args.controller, u0_controller=args.u0_controller,
+        train_u0_controller=args.train_u0_controller == "yes" or (args.train_u0_controller == "auto" and not args.quick),
+        real_speech=not args.no_real_speech,
+        quick=args.quick, training=HeadTrainingOptions(max_seconds=args.max_seconds),
+        houlsby_bottleneck=args.houlsby_bottleneck, lora_rank=args.lora_rank, threads=args.threads,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    report = run(options)
+    options.out.parent.mkdir(parents=True, exist_ok=True)
+    options.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(format_table(report))
+    print(f"-> {options.out}")
+    print(json.dumps(report["headline"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

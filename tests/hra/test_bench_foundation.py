@@ -1,0 +1,98 @@
+"""The foundation benchmark's bookkeeping: resumable results and the headline numbers (no model is run)."""
+
+from pathlib import Path
+
+import pytest
+
+import json
+
+from hra.bench.foundation import (
+    SYSTEMS_BY_NAME, BenchOptions, Foundations, ResultStore, rel_reduction, summarize, u0_controller_argv,
+)
+
+
+class _Controller:
+    class config:  # noqa: N801 - stands in for ControllerConfig
+        @staticmethod
+        def to_dict():
+            return {"d_controller": 64}
+
+
+class _Foundation:
+    fingerprint = "f" * 64
+    controller = _Controller()
+    backbone = serving_base = object()
+
+
+def _base(voice, wer, capped, group="new_speaker", words=100):
+    return {"kind": "base", "voice": voice, "group": group, "voice_kind": "accented", "size": 0, "system": "base",
+            "wer": wer, "wer_capped": capped, "errors": round(wer * words), "words": words}
+
+
+def _sys(voice, size, system, wer, params, seconds=50.0, group="new_speaker"):
+    return {"kind": "system", "voice": voice, "group": group, "voice_kind": "accented", "size": size,
+            "system": system, "family": SYSTEMS_BY_NAME[system].family, "wer": wer, "wer_capped": min(wer, 1.0),
+            "errors": 0, "words": 100, "parameters": params, "stored_bytes": 4 * params, "train_seconds": seconds,
+            "eval_seconds": 10.0, "epochs": 3, "best_epoch": 3, "stopped_by": "time", "holdout_loss": 1.0,
+            "learning_rate": 1e-3}
+
+
+def test_rel_reduction():
+    assert rel_reduction(2.0, 0.5) == pytest.approx(0.75)
+    assert rel_reduction(0.2, 0.3) == pytest.approx(-0.5)
+    assert rel_reduction(0.0, 0.0) == 0.0
+
+
+def test_result_store_resumes_from_its_jsonl(tmp_path: Path):
+    store = ResultStore(tmp_path / "r.jsonl")
+    key = ResultStore.key(voice="a", size=50)
+    assert store.get(key) is None
+    store.put({"key": key, "wer": 0.5})
+    assert ResultStore(tmp_path / "r.jsonl").get(key) == {"key": key, "wer": 0.5}
+    assert ResultStore.key(voice="a", size=50) == key != ResultStore.key(voice="a", size=20)
+
+
+def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst():
+    options = BenchOptions(voices=("v1", "v2", "v3"), standard_voices=("s1",), sizes=(50,),
+                           systems_by_size={50: ("linear_zero", "ffn_zero", "houlsby", "hra_random")})
+    records = [
+        _base("v1", 2.0, 0.9), _base("v2", 1.0, 0.8), _base("v3", 0.2, 0.2),  # v3: the base handles it
+        _base("s1", 0.1, 0.1, group="standard", words=200),
+        _sys("v1", 50, "linear_zero", 0.5, 100, seconds=40), _sys("v2", 50, "linear_zero", 0.5, 100, seconds=60),
+        _sys("v3", 50, "linear_zero", 0.3, 100, seconds=50),
+        _sys("v1", 50, "ffn_zero", 0.4, 200), _sys("v2", 50, "ffn_zero", 0.4, 200), _sys("v3", 50, "ffn_zero", 0.2, 200),
+        _sys("v1", 50, "houlsby", 0.5, 1000), _sys("v2", 50, "houlsby", 0.4, 1000),
+        _sys("v1", 50, "hra_random", 1.0, 100), _sys("v2", 50, "hra_random", 0.5, 100),
+        _sys("s1", 50, "linear_zero", 0.09, 100, group="standard"),
+    ]
+    foundations = Foundations(_Foundation(), _Foundation(), _Foundation(), "trained (test)", "u0 (test)")
+    real = {"files": ["a"], "references": ["x"],
+            "base": {"wer": 0.05, "seconds": 1.0, "hypotheses": ["x"]},
+            "faster_whisper_beam5_int8": {"wer": 0.06, "seconds": 1.0, "hypotheses": ["x"]}}
+    report = summarize(options, foundations, records, real)
+    h = report["headline"]
+    assert report["failing_voices"] == ["v1", "v2"]
+    assert h["median_rel_wer_reduction_linear_50"] == pytest.approx((0.75 + 0.5) / 2)
+    assert h["median_rel_wer_reduction_ffn_50"] == pytest.approx((0.8 + 0.6) / 2)
+    assert h["worst_rel_wer_reduction_linear_50"] == pytest.approx(-0.5)  # v3 got worse
+    assert h["param_ratio_linear_vs_residual"] == pytest.approx(0.1)
+    assert h["train_seconds_linear_50"] == pytest.approx(50)
+    assert h["controller_vs_random_rel_gain"] == pytest.approx((0.5 + 0.0) / 2)
+    assert h["linear_vs_residual_rel_wer_50"] == pytest.approx((0.0 + 0.25) / 2)
+    assert h["base_wer_standard_voices"] == pytest.approx(0.1)
+    assert h["worst_rel_wer_reduction_linear_50_standard_voices"] == pytest.approx(0.1)
+    assert h["base_wer_real_speech"] == 0.05 and h["faster_whisper_wer_real_speech"] == 0.06
+    assert report["targets"]["no_new_speaker_voice_worse_linear_50"]["met"] is False
+    assert report["targets"]["real_speech_within_0.03_of_faster_whisper"]["met"] is True
+
+
+def test_u0_controller_is_trained_by_the_shipped_command_with_u_fixed_at_zero(tmp_path: Path):
+    record = {"command": "python -m hra.training.controller --manifest corpus/manifest.jsonl --out hra/assets "
+                         "--work-dir var/w --per-voice 60 --context min5 --options '{\"u_init\": 0.5}'",
+              "options": {"u_init": 0.5, "train_u": True, "head_lr": 0.003}}
+    (tmp_path / "controller.json").write_text(json.dumps(record))
+    argv = u0_controller_argv(tmp_path / "controller.json", tmp_path / "out", tmp_path / "work")
+    assert argv[:6] == ["--manifest", "corpus/manifest.jsonl", "--per-voice", "60", "--context", "min5"]
+    assert argv[argv.index("--out") + 1] == str(tmp_path / "out") and "hra/assets" not in argv
+    assert json.loads(argv[argv.index("--options") + 1]) == {"u_init": 0.0, "train_u": False, "head_lr": 0.003}
+    assert argv[-1] == "--resume"
