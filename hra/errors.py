@@ -53,21 +53,3 @@ class TrainingCancelled(HraError):
     """Training stopped because the caller asked (``should_stop()`` returned True)."""
 
     code = "training_cancelled"
-
-
-class InvalidArtifact(HraError):
-    """A head artifact is not a readable safetensors file with the expected metadata and tensors."""
-
-    code = "invalid_artifact"
-
-
-class ControllerUnavailable(HraError):
-    """The shared HRA controller's weights are missing or unreadable."""
-
-    code = "controller_unavailable"
-
-
-class TrainingCancelled(HraError):
-    """Head training was stopped on request (``should_stop`` returned True)."""
-
-    code = "training_cancelled"
