@@ -33,8 +33,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	@touch $(STAMP)
 
+# The full grid is hours of CPU; `make bench-foundation BENCH_ARGS=--quick` runs 4 voices (about an hour).
 bench-foundation: deps ## the foundation benchmark: table, JSON under benchmarks/results/, one JSON line last
-	$(BIN)/python -m hra.bench.foundation
+	$(BIN)/python -m hra.bench.foundation $(BENCH_ARGS)
 
 clean:
 	rm -rf var .pytest_cache
