@@ -627,6 +627,10 @@ def summarize(options: BenchOptions, foundations: Foundations, records: list[dic
         "median_rel_wer_reduction_residual_50": per_system.get("houlsby_50", {}).get("median_rel_wer_reduction_failing"),
         "median_rel_wer_reduction_lora_50": per_system.get("lora_50", {}).get("median_rel_wer_reduction_failing"),
         "median_rel_wer_reduction_full_ft_50": per_system.get("full_ft_50", {}).get("median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_linear_50_all_new_speaker_voices": _median(
+            reductions(new_voices, HEADLINE_SIZE, "linear_zero")),
+        "median_rel_wer_reduction_ffn_50_all_new_speaker_voices": _median(
+            reductions(new_voices, HEADLINE_SIZE, "ffn_zero")),
         "linear_vs_residual_rel_wer_50": ratio_to("linear_zero", "houlsby"),
         "recurrence_rel_gain_50": gain_over("linear_zero", "hra_u0"),
         "worst_rel_wer_reduction_linear_50_standard_voices": _min_or_none(
