@@ -288,13 +288,19 @@ class FineTunedEncoder(EncoderAdapter):
         return self._view[0].encode(batch)
 
 
-def make_adapter(backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None = None) -> EncoderAdapter:
+def make_adapter(
+    backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None = None, seed: int | None = 0
+) -> EncoderAdapter:
     """A fresh (identity) adapter of ``config.kind`` for ``backbone``, on the backbone's device.
 
-    Never call ``.to()`` on a LoRA or fine-tuned adapter: its module holds the backbone's shared tensors.
+    ``seed`` fixes the random initial weights (Houlsby's down-projections, LoRA's A) without touching the
+    global random state; None draws from it. Never call ``.to()`` on a LoRA or fine-tuned adapter: its module
+    holds the backbone's shared tensors.
     """
-    if config.kind == "houlsby":
-        return BottleneckAdapters(backbone, config)
-    if config.kind == "lora":
-        return LoRAEncoder(backbone, config, spec)
-    return FineTunedEncoder(backbone, config, spec)
+    cls = {"houlsby": BottleneckAdapters, "lora": LoRAEncoder, "full_ft": FineTunedEncoder}[config.kind]
+    args = (backbone, config) if config.kind == "houlsby" else (backbone, config, spec)
+    if seed is None:
+        return cls(*args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return cls(*args)

@@ -75,7 +75,7 @@ def train_adapter(
     options = dataclasses.replace(options, learning_rate=lr)
     device = getattr(backbone, "device", torch.device("cpu"))
     data = prepare_enrollment(backbone, utterances, options, torch.device(device))
-    adapter = make_adapter(backbone, config, spec)
+    adapter = make_adapter(backbone, config, spec, seed=options.seed)
     dtype = resolve_precision(options.precision, torch.device(device))
     augment = None
     if options.spec_augment:

@@ -26,9 +26,15 @@ served base's capped WER exceeds 0.5. Voices the base handles: the ``standard`` 
 heads at 50 utterances, which must not make them worse). Real speech: the served base against faster-whisper
 (beam 5, int8, the same wheel) on tests/fixtures/real_speech, in the same run.
 
-``--quick`` runs four failing new-speaker voices at 50 utterances with every system, and the linear head at 20
-and 100. Every finished (voice, size, system) is appended to ``<work-dir>/results.jsonl`` under a key that covers
-the foundation's fingerprint and the options, so an interrupted run resumes where it stopped. Output: a table,
+The headline's "linear" and "FFN" heads are the heads as the product trains them (``HeadTrainingOptions``'s
+default init: "auto" = the shipped population prior when it fits the foundation, else zero); both inits are
+reported. The controller ablations compare zero-started linear heads (``linear_zero`` vs ``hra_u0``/``hra_random``).
+
+``--quick`` runs four new-speaker voices (failing in the corpus survey) at 50 utterances with every system, and
+the product's linear head at 20 and 100. Every finished (voice, size, system) is appended to
+``<work-dir>/results.jsonl`` under a key that covers what it depends on (backbone, controller, training recipe,
+system configuration), so an interrupted run resumes where it stopped, and a larger run reuses a smaller one's
+measurements. Output: a table,
 ``benchmarks/results/foundation.json`` (``foundation_quick.json`` with ``--quick``), and, as the last line, one
 JSON object with the headline numbers (fractions; seconds).
 """
@@ -98,6 +104,7 @@ SYSTEMS: tuple[System, ...] = (
            description="linear head, untrained random controller"),
 )
 SYSTEMS_BY_NAME = {s.name: s for s in SYSTEMS}
+PRODUCT_HEADS = ("linear", "ffn")  # aliases: the heads as the product trains them (see product_systems)
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class BenchOptions:
     train_u0_controller: bool = False
     real_speech: bool = True
     quick: bool = False
+    import_results: tuple[Path, ...] = ()
+    measure: bool = True
     training: HeadTrainingOptions = field(default_factory=HeadTrainingOptions)
     houlsby_bottleneck: int = 64
     lora_rank: int = 8
@@ -199,14 +208,26 @@ def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
 class ResultStore:
     """Append-only JSONL of finished measurements, keyed so that a changed setup is measured again."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, imports: Sequence[Path] = ()) -> None:
+        """``imports``: other runs' results.jsonl (another machine, another process, a committed file); what they
+        hold and this store lacks is copied into it, so runs over voice subsets merge into one."""
         self.path = path
         self.records: dict[str, dict] = {}
         if path.exists():
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    record = json.loads(line)
-                    self.records[record["key"]] = record
+            self.records.update(self._read(path))
+        for other in imports:
+            for key, record in self._read(Path(other)).items():
+                if key not in self.records:
+                    self.put(record)
+
+    @staticmethod
+    def _read(path: Path) -> dict[str, dict]:
+        records = {}
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[record["key"]] = record
+        return records
 
     @staticmethod
     def key(**parts: object) -> str:
@@ -319,6 +340,23 @@ def u0_controller_argv(shipped_record: Path, out: Path, work_dir: Path) -> list[
     return [*kept, "--out", str(out), "--work-dir", str(work_dir), "--options", json.dumps(recipe), "--resume"]
 
 
+def product_systems(foundation: Foundation) -> dict[str, str]:
+    """The systems the product trains for a speaker: ``HeadTrainingOptions().init`` ("auto": the shipped prior
+    when it fits this foundation, else zero) -> {"linear": "linear_prior" | "linear_zero", "ffn": ...}."""
+    init = HeadTrainingOptions().init
+    out = {}
+    for head_type in ("linear", "ffn"):
+        chosen = init
+        if init == "auto":
+            try:
+                load_prior_head(foundation, head_type)
+                chosen = "prior"
+            except (FileNotFoundError, FoundationMismatch, ValueError):
+                chosen = "zero"
+        out[head_type] = f"{head_type}_{chosen}"
+    return out
+
+
 def _random_controller(config) -> Controller:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(1234)
@@ -332,7 +370,7 @@ class Bench:
     def __init__(self, options: BenchOptions, foundations: Foundations) -> None:
         self.options = options
         self.f = foundations
-        self.store = ResultStore(options.work_dir / "results.jsonl")
+        self.store = ResultStore(options.work_dir / "results.jsonl", options.import_results)
         self.trainings: list[float] = []
 
     def _key(self, kind: str, system: System | None = None, **parts: object) -> str:
@@ -350,7 +388,7 @@ class Bench:
             key["training"] = asdict(self.options.training)
             key["system"] = asdict(system)
             if system.adapter is not None:
-                key["adapter"] = self.options.adapter_config(system.adapter).to_dict()
+                key["adapter"] = {**self.options.adapter_config(system.adapter).to_dict(), "init": "seeded"}
                 key["learning_rate"] = DEFAULT_LEARNING_RATES[system.adapter]
             else:
                 foundation = {"trained": f.trained, "u0": f.u0, "random": f.random}[system.controller]
@@ -372,6 +410,9 @@ class Bench:
         key = self._key("system", system, voice=data.voice, size=size)
         if (hit := self.store.get(key)) is not None:
             return hit
+        if not self.options.measure:
+            return {"key": key, "kind": "system", "voice": data.voice, "size": size, "system": system.name,
+                    "skipped": "not measured (--summarize-only)"}
         enrollment = data.train[:size]
         waves = [w for w, _ in data.eval]
         refs = [t for _, t in data.eval]
@@ -452,6 +493,10 @@ def run(options: BenchOptions) -> dict:
     ensure_corpus(options.corpus, options.voices, max(options.sizes), options.n_eval, jobs=2)
     ensure_corpus(options.corpus, options.standard_voices, STANDARD_SIZE, options.n_eval, jobs=2)
     foundations = build_foundations(options)
+    product = product_systems(foundations.trained)
+    options = replace(options, systems_by_size={
+        size: tuple(dict.fromkeys(product.get(n, n) for n in names)) for size, names in options.systems_by_size.items()
+    })
     bench = Bench(options, foundations)
     log = lambda msg: print(f"[{time.monotonic() - t_start:7.0f} s] {msg}", flush=True)  # noqa: E731
     log(f"foundation {foundations.trained.fingerprint[:12]} ({foundations.controller_kind}); "
@@ -484,12 +529,12 @@ def run(options: BenchOptions) -> dict:
                 log(_describe(rec))
 
     for data in standard:  # voices the base handles must not get worse
-        for name in ("linear_zero", "ffn_zero"):
+        for name in (product["linear"], product["ffn"]):
             rec = bench.system(data, STANDARD_SIZE, SYSTEMS_BY_NAME[name])
             records.append(rec)
             log(_describe(rec))
 
-    report = summarize(options, foundations, records, real)
+    report = summarize(options, foundations, records, real, product)
     report["timing"] = {
         "total_seconds_this_invocation": round(time.monotonic() - t_start, 1),
         "trainings_this_invocation": len(bench.trainings),
@@ -542,7 +587,17 @@ def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
-def summarize(options: BenchOptions, foundations: Foundations, records: list[dict], real: dict | None) -> dict:
+def summarize(
+    options: BenchOptions,
+    foundations: Foundations,
+    records: list[dict],
+    real: dict | None,
+    product: dict[str, str] | None = None,
+) -> dict:
+    """Headline numbers. "linear"/"ffn" are the heads as the product trains them (``product``: the init that
+    ``HeadTrainingOptions`` defaults to); the controller ablations compare zero-started linear heads."""
+    product = product or {"linear": "linear_zero", "ffn": "ffn_zero"}
+    lin_sys, ffn_sys = product["linear"], product["ffn"]
     base = {r["voice"]: r for r in records if r["kind"] == "base"}
     systems = [r for r in records if r["kind"] == "system" and "skipped" not in r]
     new_voices = [v for v in options.voices if v in base]
@@ -607,13 +662,13 @@ def summarize(options: BenchOptions, foundations: Foundations, records: list[dic
                 return r["parameters"]
         return None
 
-    lin, res = params("linear_zero"), params("houlsby")
-    s50 = per_system.get(f"linear_zero_{HEADLINE_SIZE}", {})
+    lin, res = params(lin_sys), params("houlsby")
+    s50 = per_system.get(f"{lin_sys}_{HEADLINE_SIZE}", {})
     headline = {
         "base_wer_standard_voices": base_wer_standard,
-        "median_rel_wer_reduction_linear_50": per_system.get("linear_zero_50", {}).get("median_rel_wer_reduction_failing"),
-        "median_rel_wer_reduction_ffn_50": per_system.get("ffn_zero_50", {}).get("median_rel_wer_reduction_failing"),
-        "worst_rel_wer_reduction_linear_50": per_system.get("linear_zero_50", {}).get("worst_rel_wer_reduction_all"),
+        "median_rel_wer_reduction_linear_50": per_system.get(f"{lin_sys}_50", {}).get("median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_ffn_50": per_system.get(f"{ffn_sys}_50", {}).get("median_rel_wer_reduction_failing"),
+        "worst_rel_wer_reduction_linear_50": per_system.get(f"{lin_sys}_50", {}).get("worst_rel_wer_reduction_all"),
         "param_ratio_linear_vs_residual": (lin / res) if lin and res else None,
         "train_seconds_linear_50": s50.get("train_seconds_median"),
         "controller_vs_random_rel_gain": gain_over("linear_zero", "hra_random"),
@@ -628,17 +683,22 @@ def summarize(options: BenchOptions, foundations: Foundations, records: list[dic
         "median_rel_wer_reduction_lora_50": per_system.get("lora_50", {}).get("median_rel_wer_reduction_failing"),
         "median_rel_wer_reduction_full_ft_50": per_system.get("full_ft_50", {}).get("median_rel_wer_reduction_failing"),
         "median_rel_wer_reduction_linear_50_all_new_speaker_voices": _median(
-            reductions(new_voices, HEADLINE_SIZE, "linear_zero")),
+            reductions(new_voices, HEADLINE_SIZE, lin_sys)),
         "median_rel_wer_reduction_ffn_50_all_new_speaker_voices": _median(
-            reductions(new_voices, HEADLINE_SIZE, "ffn_zero")),
-        "linear_vs_residual_rel_wer_50": ratio_to("linear_zero", "houlsby"),
+            reductions(new_voices, HEADLINE_SIZE, ffn_sys)),
+        "linear_vs_residual_rel_wer_50": ratio_to(lin_sys, "houlsby"),
         "recurrence_rel_gain_50": gain_over("linear_zero", "hra_u0"),
         "worst_rel_wer_reduction_linear_50_standard_voices": _min_or_none(
             [rel_reduction(base[v]["wer"], w) for v in std if v in base
-             if (w := wer(v, STANDARD_SIZE, "linear_zero")) is not None]),
+             if (w := wer(v, STANDARD_SIZE, lin_sys)) is not None]),
         "worst_rel_wer_reduction_ffn_50_standard_voices": _min_or_none(
             [rel_reduction(base[v]["wer"], w) for v in std if v in base
-             if (w := wer(v, STANDARD_SIZE, "ffn_zero")) is not None]),
+             if (w := wer(v, STANDARD_SIZE, ffn_sys)) is not None]),
+        "headline_heads": f"{lin_sys} / {ffn_sys} (the product's default init)",
+        "median_rel_wer_reduction_linear_zero_50": per_system.get("linear_zero_50", {}).get(
+            "median_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_ffn_zero_50": per_system.get("ffn_zero_50", {}).get(
+            "median_rel_wer_reduction_failing"),
         "failing_voices": len(failing),
         "controller": foundations.controller_kind,
         "context": _context_label(foundations.trained),
@@ -804,8 +864,15 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--standard-voices", default="standard")
     p.add_argument("--sizes", default="20,50,100", help="enrollment sizes")
     p.add_argument("--systems", default=",".join(SYSTEMS_BY_NAME), help="systems at every size")
+    p.add_argument("--at", action="append", default=[], metavar="SIZE=SYSTEMS",
+                   help="systems at one size, instead of --systems (repeatable), e.g. 20=linear; 'linear' and 'ffn' "
+                        "are the product's heads")
+    p.add_argument("--import-results", action="append", default=[], type=Path, metavar="JSONL",
+                   help="merge another run's results.jsonl into this one's (repeatable)")
+    p.add_argument("--summarize-only", action="store_true",
+                   help="train nothing: report what the results store holds (missing systems are left out)")
     p.add_argument("--quick", action="store_true",
-                   help=f"{len(QUICK_VOICES)} failing voices; every system at 50, the linear head at 20 and 100")
+                   help=f"{len(QUICK_VOICES)} voices; every system at 50, the product's linear head at 20 and 100")
     p.add_argument("--eval", type=int, default=40, help="held-out utterances per voice")
     p.add_argument("--corpus", type=Path, default=ROOT / "corpus")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench_foundation")
@@ -824,18 +891,32 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
 
-    systems = tuple(s for s in args.systems.split(",") if s)
-    unknown = [s for s in systems if s not in SYSTEMS_BY_NAME]
-    if unknown:
-        p.error(f"unknown systems {unknown}; known: {', '.join(SYSTEMS_BY_NAME)}")
+    def system_names(text: str) -> tuple[str, ...]:
+        names = tuple(s for s in text.split(",") if s)
+        unknown = [s for s in names if s not in SYSTEMS_BY_NAME and s not in PRODUCT_HEADS]
+        if unknown:
+            p.error(f"unknown systems {unknown}; known: {', '.join([*PRODUCT_HEADS, *SYSTEMS_BY_NAME])}")
+        return names
+
+    systems = system_names(args.systems)
+    at: dict[int, tuple[str, ...]] = {}
+    for item in args.at:
+        size, _, names = item.partition("=")
+        if not size.strip().isdigit():
+            p.error(f"--at wants SIZE=SYSTEMS, got {item!r}")
+        at[int(size)] = system_names(names)
     if args.quick:
         voices = QUICK_VOICES if args.voices == "new_speaker" else tuple(v.name for v in select_voices(args.voices))
         sizes = (20, HEADLINE_SIZE, 100)
-        by_size = {20: ("linear_zero",), HEADLINE_SIZE: systems, 100: ("linear_zero",)}
+        by_size = {20: ("linear",), HEADLINE_SIZE: systems, 100: ("linear",)}  # "linear": the product's head
     else:
         voices = tuple(v.name for v in select_voices(args.voices))
         sizes = tuple(int(s) for s in args.sizes.split(",") if s)
         by_size = {s: systems for s in sizes}
+    for size, names in at.items():
+        if size not in sizes:
+            sizes = tuple(sorted({*sizes, size}))
+        by_size[size] = names
     out = args.out or RESULTS_DIR / ("foundation_quick.json" if args.quick else "foundation.json")
     return BenchOptions(
         voices=voices, standard_voices=tuple(v.name for v in select_voices(args.standard_voices)),
@@ -844,6 +925,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         train_u0_controller=args.train_u0_controller == "yes" or (args.train_u0_controller == "auto" and not args.quick),
         real_speech=not args.no_real_speech,
         quick=args.quick, training=HeadTrainingOptions(max_seconds=args.max_seconds),
+        import_results=tuple(args.import_results), measure=not args.summarize_only,
         houlsby_bottleneck=args.houlsby_bottleneck, lora_rank=args.lora_rank, threads=args.threads,
     )
 

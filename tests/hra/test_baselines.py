@@ -172,3 +172,16 @@ def test_whisper_spec_wraps_attention_and_ffn_projections():
         bb.model.decoder.token_embedding.weight)
     assert all(torch.equal(v, _snapshot(bb.model)[k]) for k, v in before.items())
 
+
+
+def test_adapter_initialization_is_seeded_and_leaves_the_global_random_state_alone(backbone):
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
+    a = make_adapter(backbone, CONFIGS["lora"], FAKE_SPEC, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    torch.rand(5)  # whatever happened before must not matter
+    b = make_adapter(backbone, CONFIGS["lora"], FAKE_SPEC, seed=7)
+    assert all(torch.equal(x, y) for x, y in zip(a.trainable_tensors().values(), b.trainable_tensors().values()))
+    c = make_adapter(backbone, CONFIGS["houlsby"], FAKE_SPEC, seed=7)
+    d = make_adapter(backbone, CONFIGS["houlsby"], FAKE_SPEC, seed=8)
+    assert not torch.equal(c.adapters[0].down.weight, d.adapters[0].down.weight)

@@ -1,13 +1,13 @@
 """The foundation benchmark's bookkeeping: resumable results and the headline numbers (no model is run)."""
 
+import json
 from pathlib import Path
 
 import pytest
 
-import json
-
 from hra.bench.foundation import (
-    SYSTEMS_BY_NAME, BenchOptions, Foundations, ResultStore, rel_reduction, summarize, u0_controller_argv,
+    SYSTEMS_BY_NAME, BenchOptions, Foundations, ResultStore, parse_args, rel_reduction, summarize,
+    u0_controller_argv,
 )
 
 
@@ -50,6 +50,30 @@ def test_result_store_resumes_from_its_jsonl(tmp_path: Path):
     store.put({"key": key, "wer": 0.5})
     assert ResultStore(tmp_path / "r.jsonl").get(key) == {"key": key, "wer": 0.5}
     assert ResultStore.key(voice="a", size=50) == key != ResultStore.key(voice="a", size=20)
+
+
+def test_result_store_merges_other_runs_without_overwriting_its_own(tmp_path: Path):
+    mine, other = tmp_path / "mine.jsonl", tmp_path / "other.jsonl"
+    ResultStore(mine).put({"key": "a", "wer": 0.1})
+    theirs = ResultStore(other)
+    theirs.put({"key": "a", "wer": 0.9})
+    theirs.put({"key": "b", "wer": 0.2})
+    merged = ResultStore(mine, [other])
+    assert merged.get("a") == {"key": "a", "wer": 0.1} and merged.get("b") == {"key": "b", "wer": 0.2}
+    assert ResultStore(mine).get("b") == {"key": "b", "wer": 0.2}  # written through: the merge persists
+    assert len(mine.read_text().splitlines()) == 2
+
+
+def test_systems_per_size_and_product_head_aliases_parse():
+    options = parse_args(["--sizes", "50", "--systems", "linear,houlsby", "--at", "20=linear", "--at", "100=ffn",
+                          "--summarize-only"])
+    assert options.sizes == (20, 50, 100)
+    assert options.systems_by_size == {20: ("linear",), 50: ("linear", "houlsby"), 100: ("ffn",)}
+    assert options.measure is False
+    with pytest.raises(SystemExit):
+        parse_args(["--at", "50=nonsense"])
+    with pytest.raises(SystemExit):
+        parse_args(["--at", "fifty=linear"])
 
 
 def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst():
