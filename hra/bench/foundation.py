@@ -861,7 +861,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
 
     p = argparse.ArgumentParser(prog="python -m hra.bench.foundation", description=__doc__.splitlines()[0])
     p.add_argument("--voices", default="new_speaker", help="new-speaker voices: group names and/or voice names")
-    p.add_argument("--standard-voices", default="standard")
+    p.add_argument("--standard-voices", default="standard", help="voices the base handles ('none': skip them)")
     p.add_argument("--sizes", default="20,50,100", help="enrollment sizes")
     p.add_argument("--systems", default=",".join(SYSTEMS_BY_NAME), help="systems at every size")
     p.add_argument("--at", action="append", default=[], metavar="SIZE=SYSTEMS",
@@ -919,7 +919,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         by_size[size] = names
     out = args.out or RESULTS_DIR / ("foundation_quick.json" if args.quick else "foundation.json")
     return BenchOptions(
-        voices=voices, standard_voices=tuple(v.name for v in select_voices(args.standard_voices)),
+        voices=voices, standard_voices=() if args.standard_voices == "none" else tuple(
+            v.name for v in select_voices(args.standard_voices)),
         sizes=sizes, systems_by_size=by_size, n_eval=args.eval, corpus=args.corpus, work_dir=args.work_dir, out=out,
         controller=args.controller, u0_controller=args.u0_controller,
         train_u0_controller=args.train_u0_controller == "yes" or (args.train_u0_controller == "auto" and not args.quick),
