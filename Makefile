@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps debian-deps bench-foundation corpus clean
+.PHONY: run test deps debian-deps bench-foundation bench-foundation-headline corpus clean
 
 run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
 	$(BIN)/hra run
@@ -36,6 +36,10 @@ $(STAMP): pyproject.toml
 # The full grid is hours of CPU; `make bench-foundation BENCH_ARGS=--quick` runs 4 voices (about an hour).
 bench-foundation: deps ## the foundation benchmark: table, JSON under benchmarks/results/, one JSON line last
 	$(BIN)/python -m hra.bench.foundation $(BENCH_ARGS)
+
+# The headline grid over all 19 new-speaker voices on two cores (about 75 minutes); see the script's header.
+bench-foundation-headline: deps ## headline grid in two lanes -> benchmarks/results/foundation.json
+	PY=$(BIN)/python sh benchmarks/foundation_headline.sh
 
 clean:
 	rm -rf var .pytest_cache

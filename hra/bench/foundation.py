@@ -410,14 +410,13 @@ class Bench:
         key = self._key("system", system, voice=data.voice, size=size)
         if (hit := self.store.get(key)) is not None:
             return hit
-        if not self.options.measure:
-            return {"key": key, "kind": "system", "voice": data.voice, "size": size, "system": system.name,
-                    "skipped": "not measured (--summarize-only)"}
         enrollment = data.train[:size]
         waves = [w for w, _ in data.eval]
         refs = [t for _, t in data.eval]
         record = {"key": key, "kind": "system", "voice": data.voice, "group": data.group, "voice_kind": data.kind,
                   "size": size, "system": system.name, "family": system.family}
+        if not self.options.measure:
+            return {**record, "skipped": "not measured (--summarize-only)"}
         if system.head_type is not None:
             foundation = {"trained": self.f.trained, "u0": self.f.u0, "random": self.f.random}[system.controller]
             training = replace(self.options.training, head_type=system.head_type, init=system.init)

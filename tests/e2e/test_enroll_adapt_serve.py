@@ -74,6 +74,7 @@ def walk_through(service) -> None:
         assert finished["state"] == "promoted", f"{finished}\n{service.logs()}"
         assert max(finished["seen_progress"]) > 0.0
         evaluation = finished["evaluation"]
+        print(f"gate: {json.dumps(evaluation)}")  # shown with pytest -s: the walk-through's numbers
         assert evaluation["candidate_wer"] < evaluation["base_wer"], evaluation
         assert evaluation["decision"] == "promote"
 
