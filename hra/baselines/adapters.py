@@ -234,18 +234,32 @@ class LoRALinear(nn.Module):
         return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
-class LoRAEncoder(EncoderAdapter):
+class _PrivateEncoderAdapter(EncoderAdapter):
+    """An adapter that trains inside a private copy of the encoder (``owner``); ``_view`` runs it."""
+
+    kind = ""
+
+    def __init__(self, backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None) -> None:
+        super().__init__()
+        if config.kind != self.kind:
+            raise ValueError(f"{type(self).__name__} needs kind={self.kind!r}")
+        self.config = config
+        self.spec = spec or encoder_spec(backbone)
+        view, self.owner = private_encoder_copy(backbone, self.spec)
+        self._view = (view,)
+
+    def encode(self, batch: EncoderInput) -> torch.Tensor:
+        return self._view[0].encode(batch)
+
+
+class LoRAEncoder(_PrivateEncoderAdapter):
     """LoRA on every ``nn.Linear`` of the encoder blocks, in a private copy of the encoder."""
 
+    kind = "lora"
+
     def __init__(self, backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None = None) -> None:
-        super().__init__()
-        if config.kind != "lora":
-            raise ValueError("LoRAEncoder needs kind='lora'")
-        self.config = config
-        spec = spec or encoder_spec(backbone)
-        view, owner_copy = private_encoder_copy(backbone, spec)
-        self._view = (view,)
-        self.owner = owner_copy  # its frozen weights (and the shared ones) are not trainable
+        super().__init__(backbone, config, spec)
+        owner_copy, spec = self.owner, self.spec  # its frozen weights (and the shared ones) are not trainable
         self.wrapped: list[str] = []
         targets = [
             (name, module)
@@ -266,26 +280,15 @@ class LoRAEncoder(EncoderAdapter):
         """shapes: (in, out) of every wrapped projection."""
         return sum(rank * (i + o) for i, o in shapes)
 
-    def encode(self, batch: EncoderInput) -> torch.Tensor:
-        return self._view[0].encode(batch)
 
-
-class FineTunedEncoder(EncoderAdapter):
+class FineTunedEncoder(_PrivateEncoderAdapter):
     """All encoder weights trained, in a private copy of the encoder."""
 
-    def __init__(self, backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None = None) -> None:
-        super().__init__()
-        if config.kind != "full_ft":
-            raise ValueError("FineTunedEncoder needs kind='full_ft'")
-        self.config = config
-        spec = spec or encoder_spec(backbone)
-        view, owner_copy = private_encoder_copy(backbone, spec)
-        self._view = (view,)
-        self.owner = owner_copy
-        self._set_trainable([f"owner.{n}" for n, _ in encoder_parameters(owner_copy, spec)])
+    kind = "full_ft"
 
-    def encode(self, batch: EncoderInput) -> torch.Tensor:
-        return self._view[0].encode(batch)
+    def __init__(self, backbone: Backbone, config: AdapterConfig, spec: EncoderSpec | None = None) -> None:
+        super().__init__(backbone, config, spec)
+        self._set_trainable([f"owner.{n}" for n, _ in encoder_parameters(self.owner, self.spec)])
 
 
 def make_adapter(

@@ -66,6 +66,7 @@ from hra.hra.artifacts import load_controller
 from hra.hra.controller import Controller
 from hra.inference import transcribe
 from hra.text import word_errors
+from hra.training.controller import cpu_name
 from hra.training.head import HeadTrainingOptions, load_prior_head, train_head
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -648,12 +649,9 @@ def summarize(
         return _median(vals)
 
     def gain_over(better: str, worse: str, size: int = HEADLINE_SIZE) -> float | None:
-        vals = []
-        for v in failing:
-            a, b = wer(v, size, better), wer(v, size, worse)
-            if a is not None and b is not None and b > 0:
-                vals.append((b - a) / b)
-        return _median(vals)
+        """Median relative WER gain of ``better`` over ``worse``: the median of -(a - b) / b."""
+        ratio = ratio_to(better, worse, size)
+        return None if ratio is None else -ratio
 
     def params(system: str) -> int | None:
         for r in systems:
@@ -773,7 +771,7 @@ def summarize(
             "n_eval": options.n_eval, "fail_threshold_capped_wer": FAIL_THRESHOLD,
             "corpus": str(options.corpus), "seed": options.training.seed,
             "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": options.threads,
-                        "cpu": _cpu_name()},
+                        "cpu": cpu_name()},
         },
     }
 
@@ -797,16 +795,6 @@ def _examples(records: list[dict], per_voice: int = 2) -> list[dict]:
         for i in range(min(per_voice, len(hyps.get("base", [])))):
             out.append({"voice": voice, "index": i, **{k: v[i] for k, v in hyps.items() if i < len(v)}})
     return out
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 # ---- output ----------------------------------------------------------------------------------------------------

@@ -403,7 +403,7 @@ def write_outputs(trainer: ControllerTrainer, result: dict, out_dir: Path, extra
         "history": result["history"],
         "parameters": controller.num_parameters,
         "precision": str(trainer.dtype).removeprefix("torch."),
-        "hardware": {"machine": platform.machine(), "processor": _cpu_name(), "torch_threads": torch.get_num_threads(),
+        "hardware": {"machine": platform.machine(), "processor": cpu_name(), "torch_threads": torch.get_num_threads(),
                      "device": str(trainer.device)},
         "torch": torch.__version__,
         **extra,
@@ -424,7 +424,8 @@ def write_outputs(trainer: ControllerTrainer, result: dict, out_dir: Path, extra
     return summary
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
+    """The CPU's model name, for the hardware line of training and benchmark records."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
