@@ -35,18 +35,20 @@ def encode_with_heads(
     heads: Sequence[Head | None],
     backbone: Backbone | None = None,
 ):
-    """One batched encoder pass -> (encoder output (B, T, D), the EncoderInput used).
+    """One batched encoder pass -> (encoder output (B, T, D), the EncoderInput used, the decoder hook or None).
 
-    ``backbone``: the backbone view to run (default: the head context's, ``foundation.backbone``).
+    ``backbone``: the backbone view to run (default: the head context's, ``foundation.backbone``). The decoder
+    hook carries the heads into the decoder blocks when the controller covers them.
     """
     backbone = backbone or foundation.backbone
     batch = backbone.prepare([w.to(torch.float32) for w in waveforms])
     features = batch.features.to(foundation.device)
     batch = type(batch)(features=features, frames=batch.frames.to(foundation.device))
-    hook = None
-    if any(h is not None for h in heads):
-        hook = HRAHook(foundation.controller, list(heads), frames=batch.frames)
-    return backbone.encode(batch, hook), batch
+    if not any(h is not None for h in heads):
+        return backbone.encode(batch, None), batch, None
+    hook = HRAHook(foundation.controller, list(heads), frames=batch.frames)
+    encoder_out = backbone.encode(batch, hook)
+    return encoder_out, batch, hook.decoder_hook()
 
 
 @torch.inference_mode()
@@ -78,10 +80,11 @@ def transcribe(
         order = sorted(rows_of_kind, key=lambda i: waveforms[i].numel())
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            encoder_out, batch = encode_with_heads(
+            encoder_out, batch, decoder_hook = encode_with_heads(
                 foundation, [waveforms[i] for i in rows], [heads[i] for i in rows], backbone
             )
             durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
-            for i, text in zip(rows, backbone.decode(encoder_out, durations, frames=batch.frames)):
+            texts_of_batch = backbone.decode(encoder_out, durations, frames=batch.frames, decoder_hook=decoder_hook)
+            for i, text in zip(rows, texts_of_batch):
                 texts[i] = text
     return texts

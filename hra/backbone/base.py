@@ -18,6 +18,15 @@ import torch
 LayerHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
+class DecoderHook(Protocol):
+    """A ``LayerHook`` over the decoder blocks, (B, L, D) per call, for one batch. Decoding drops finished
+    samples from its batch: ``select(rows)`` gives the hook for the remaining rows (in that order)."""
+
+    def __call__(self, layer: int, x_prev: torch.Tensor, block_out: torch.Tensor) -> torch.Tensor: ...
+
+    def select(self, rows: list[int]) -> "DecoderHook": ...
+
+
 @dataclass(frozen=True)
 class EncoderInput:
     """A batch of front-end features ready for the encoder.
@@ -36,6 +45,7 @@ class Backbone(Protocol):
     name: str
     d_model: int
     n_encoder_layers: int
+    n_decoder_layers: int
     fingerprint: str  # sha256 over the backbone's weights and config
 
     def prepare(self, audio: list[torch.Tensor]) -> EncoderInput:
@@ -51,17 +61,26 @@ class Backbone(Protocol):
         ...
 
     def teacher_forced_loss(
-        self, encoder_out: torch.Tensor, targets: list[list[int]], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        targets: list[list[int]],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> torch.Tensor:
         """Mean token cross-entropy of the frozen decoder given the encoder output (scalar, differentiable).
 
         ``frames``: ``EncoderInput.frames`` of the batch (None: every position valid); pass it whenever the
-        batch was padded, so that padding is masked in cross-attention.
+        batch was padded, so that padding is masked in cross-attention. ``decoder_hook``: as in ``encode``, for
+        the decoder blocks.
         """
         ...
 
     def decode(
-        self, encoder_out: torch.Tensor, durations_s: list[float], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> list[str]:
         """Guarded decoding of a batch of encoder outputs into text (``frames`` as in teacher_forced_loss)."""
         ...

@@ -26,6 +26,7 @@ from typing import Literal
 
 import torch
 
+from hra.backbone.base import DecoderHook
 from hra.backbone.tokenizer import WhisperTokenizer
 from hra.backbone.whisper_model import TextDecoder, key_padding_mask
 
@@ -126,23 +127,31 @@ class GreedyDecoder:
 
     @torch.inference_mode()
     def decode(
-        self, encoder_out: torch.Tensor, frames: torch.Tensor | None, durations_s: list[float]
+        self,
+        encoder_out: torch.Tensor,
+        frames: torch.Tensor | None,
+        durations_s: list[float],
+        hook: DecoderHook | None = None,
     ) -> list[DecodeResult]:
-        """encoder_out (B, T, D); frames (B,) valid positions or None; one duration per sample."""
+        """encoder_out (B, T, D); frames (B,) valid positions or None; one duration per sample; ``hook``: the
+        decoder layers' hook for the batch (per-sample state; ``select`` follows the batch as rows finish)."""
         if encoder_out.shape[0] != len(durations_s):
             raise ValueError(f"{encoder_out.shape[0]} encoder outputs but {len(durations_s)} durations")
         if encoder_out.shape[0] == 0:
             return []
         opts = self.options
         limits = [opts.token_limit(d) for d in durations_s]
-        raw = self._greedy(encoder_out, frames, limits, no_repeat_ngram=0)
+        raw = self._greedy(encoder_out, frames, limits, no_repeat_ngram=0, hook=hook)
         results = []
         for b, (tokens, sum_lp, ns_prob, reason) in enumerate(raw):
             result = self._finish(tokens, sum_lp, ns_prob, reason)
             if opts.guards and result.compression_ratio > opts.compression_ratio_threshold:
                 enc_b = encoder_out[b : b + 1]
                 fr_b = frames[b : b + 1] if frames is not None else None
-                tokens2, sum2, _, reason2 = self._greedy(enc_b, fr_b, [limits[b]], opts.fallback_no_repeat_ngram)[0]
+                hook_b = hook.select([b]) if hook is not None else None
+                tokens2, sum2, _, reason2 = self._greedy(
+                    enc_b, fr_b, [limits[b]], opts.fallback_no_repeat_ngram, hook=hook_b
+                )[0]
                 retry = self._finish(tokens2, sum2, ns_prob, reason2, fallback=True)
                 result = retry if retry.compression_ratio < result.compression_ratio else result
                 if result.compression_ratio > opts.compression_ratio_threshold:
@@ -185,7 +194,12 @@ class GreedyDecoder:
         )
 
     def _greedy(
-        self, encoder_out: torch.Tensor, frames: torch.Tensor | None, limits: list[int], no_repeat_ngram: int
+        self,
+        encoder_out: torch.Tensor,
+        frames: torch.Tensor | None,
+        limits: list[int],
+        no_repeat_ngram: int,
+        hook: DecoderHook | None = None,
     ) -> list[tuple[list[int], float, float, StopReason]]:
         sp = self.tokenizer.special
         b_total, t_len, _ = encoder_out.shape
@@ -196,7 +210,7 @@ class GreedyDecoder:
         cross_kv = self.decoder.cross_kv(encoder_out)
         cross_mask = key_padding_mask(frames, t_len)
         prompt = torch.tensor([self.tokenizer.prompt] * b_total, device=device)
-        logits, cache = self.decoder(prompt, cross_kv, cross_mask)
+        logits, cache = self.decoder(prompt, cross_kv, cross_mask, hook=hook)
         no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, sp.no_speech].tolist()
         step_logits = logits[:, -1]
 
@@ -240,8 +254,9 @@ class GreedyDecoder:
                 cross_kv = [(k.index_select(0, idx), v.index_select(0, idx)) for k, v in cross_kv]
                 cross_mask = cross_mask.index_select(0, idx) if cross_mask is not None else None
                 best = best.index_select(0, idx)
+                hook = hook.select(keep_rows) if hook is not None else None
                 active = [active[r] for r in keep_rows]
-            logits, cache = self.decoder(best[:, None], cross_kv, cross_mask, cache)
+            logits, cache = self.decoder(best[:, None], cross_kv, cross_mask, cache, hook=hook)
             step_logits = logits[:, -1]
             step += 1
         return [(tokens[b], sum_lp[b], no_speech[b], reasons[b] or "length") for b in range(b_total)]

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from hra.backbone.base import EncoderInput, LayerHook
+from hra.backbone.base import DecoderHook, EncoderInput, LayerHook
 from hra.backbone.convert import config_from_ct2, ct2_to_state_dict
 from hra.backbone.ct2 import Ct2FormatError, read_ct2_model
 from hra.backbone.decoding import DecodeResult, DecodingOptions, GreedyDecoder
@@ -77,6 +77,7 @@ class WhisperBackbone:
         self.source = dict(source or {})
         self.d_model = self.config.n_audio_state
         self.n_encoder_layers = self.config.n_audio_layer
+        self.n_decoder_layers = self.config.n_text_layer
         self.device = next(model.parameters()).device
         self.logmel = LogMel(self.config.n_mels).to(self.device)
         self._decoder = GreedyDecoder(model.decoder, tokenizer, options.decoding)
@@ -176,6 +177,7 @@ class WhisperBackbone:
         encoder_out: torch.Tensor,
         targets: list[list[int]],
         frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> torch.Tensor:
         """Mean cross-entropy over all target tokens (+ end-of-text) of the batch, padding masked.
 
@@ -202,20 +204,28 @@ class WhisperBackbone:
             labels[i, len(prompt) - 1 : len(prompt) - 1 + len(lab)] = torch.tensor(lab)
         cross_kv = self.model.decoder.cross_kv(encoder_out)
         mask = key_padding_mask(frames, encoder_out.shape[1])
-        logits, _ = self.model.decoder(inputs, cross_kv, mask)
+        logits, _ = self.model.decoder(inputs, cross_kv, mask, hook=decoder_hook)
         return F.cross_entropy(logits.transpose(1, 2), labels, ignore_index=IGNORE_INDEX)
 
     def decode(
-        self, encoder_out: torch.Tensor, durations_s: list[float], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> list[str]:
-        """Guarded greedy decoding; ``frames`` as in ``teacher_forced_loss``."""
-        return [r.text for r in self.decode_detailed(encoder_out, durations_s, frames)]
+        """Guarded greedy decoding; ``frames`` and ``decoder_hook`` as in ``teacher_forced_loss``."""
+        return [r.text for r in self.decode_detailed(encoder_out, durations_s, frames, decoder_hook)]
 
     def decode_detailed(
-        self, encoder_out: torch.Tensor, durations_s: list[float], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> list[DecodeResult]:
         self._check_frames(encoder_out, frames)
-        return self._decoder.decode(encoder_out, frames, durations_s)
+        return self._decoder.decode(encoder_out, frames, durations_s, decoder_hook)
 
     def transcribe(self, audio: list[torch.Tensor]) -> list[str]:
         """prepare + encode + decode (base model, no hook)."""

@@ -219,9 +219,12 @@ class TextDecoder(nn.Module):
         cross_kv: CrossKV,
         cross_mask: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        hook=None,
     ) -> tuple[torch.Tensor, KVCache]:
         """tokens (B, L) at positions offset..offset+L-1, offset = cached length.
 
+        ``hook(layer, x_prev, block_out) -> x_l`` replaces each block's output (HRA across the decoder layers;
+        it works per position, so incremental decoding and teacher forcing agree).
         Returns logits (B, L, V) and the new cache (one (k, v) per layer).
         """
         offset = cache[0][0].shape[2] if cache else 0
@@ -230,7 +233,8 @@ class TextDecoder(nn.Module):
         x = self.token_embedding(tokens) + self.positional_embedding[offset : offset + tokens.shape[1]]
         new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, cross_kv[i], cross_mask, cache[i] if cache else None)
+            out, kv = block(x, cross_kv[i], cross_mask, cache[i] if cache else None)
+            x = hook(i, x, out) if hook is not None else out
             new_cache.append(kv)
         x = self.ln(x)
         return x @ self.token_embedding.weight.T, new_cache

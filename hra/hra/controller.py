@@ -6,6 +6,11 @@ Per frame and per layer ``l`` (1-based in the equations, 0-based in code)::
 
 ``W`` is (d_c, d), ``u`` and ``b`` are (d_c,); the same parameters serve every layer (the recurrence runs over
 depth, not time), so the controller is tiny (384 x 64 + 2 x 64 floats for Whisper tiny.en).
+
+With ``include_decoder`` the recurrence goes on across the decoder blocks, per token, with its own ``W'``,
+``b'``, ``u'`` (the decoder's residual stream is another space than the encoder's); its start state is the
+mean over the utterance's frames of the last encoder state ``h_N``, so every token sees a summary of the voice.
+The same per-speaker head reads the states of both stacks.
 """
 
 from __future__ import annotations
@@ -28,8 +33,7 @@ class ControllerConfig:
     u_init: initial value of the diagonal recurrent weight u (0 disables the recurrence: the "u = 0" ablation
         keeps it at 0 with ``train_u=False``).
     train_u: whether u is trained.
-    include_decoder: whether the controller also runs across decoder layers. Only the encoder is supported
-        now; recorded so that artifacts say what they contain.
+    include_decoder: whether the controller also runs across the decoder layers (see the module's doc).
     """
 
     d_model: int
@@ -42,8 +46,6 @@ class ControllerConfig:
     def __post_init__(self) -> None:
         if self.d_model <= 0 or self.d_controller <= 0 or self.n_layers <= 0:
             raise ValueError(f"controller dims must be positive: {self}")
-        if self.include_decoder:
-            raise ValueError("a controller across decoder layers is not supported yet (encoder only)")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,16 +64,25 @@ class Controller(nn.Module):
         self.config = config
         self.proj = nn.Linear(config.d_model, config.d_controller)  # W and b
         self.u = nn.Parameter(torch.full((config.d_controller,), float(config.u_init)), requires_grad=config.train_u)
+        if config.include_decoder:
+            self.proj_dec = nn.Linear(config.d_model, config.d_controller)
+            self.u_dec = nn.Parameter(
+                torch.full((config.d_controller,), float(config.u_init)), requires_grad=config.train_u
+            )
 
     @property
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def step(self, x_prev: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
-        """x_prev: (B, T, D) block input x_{l-1}; h_prev: (B, T, C) or None for h_0 = 0 -> h_l (B, T, C)."""
-        pre = self.proj(x_prev)
+    def step(self, x_prev: torch.Tensor, h_prev: torch.Tensor | None, decoder: bool = False) -> torch.Tensor:
+        """x_prev: (B, T, D) block input x_{l-1}; h_prev: (B, T, C) (or broadcastable, e.g. (B, 1, C)) or None for
+        h_0 = 0 -> h_l (B, T, C). ``decoder``: a decoder block's step (``include_decoder`` only)."""
+        if decoder and not self.config.include_decoder:
+            raise ValueError("this controller does not cover the decoder layers")
+        proj, u = (self.proj_dec, self.u_dec) if decoder else (self.proj, self.u)
+        pre = proj(x_prev)
         if h_prev is not None:
-            pre = pre + self.u * h_prev
+            pre = pre + u * h_prev
         return torch.relu(pre)
 
     def forward(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -140,6 +140,7 @@ class HRAHook:
         keep_states: bool = False,
     ) -> None:
         self.controller = controller
+        self.heads = heads
         self.applier = heads if isinstance(heads, HeadApplier) else HeadApplier(heads, device=_device_of(controller))
         self.frames = frames
         self.keep_states = keep_states
@@ -176,6 +177,52 @@ class HRAHook:
         if mask is not None:
             correction = correction * mask
         return block_out + correction.to(block_out.dtype)
+
+    def decoder_hook(self) -> "DecoderLayersHook | None":
+        """The hook for the decoder blocks of the same batch, after ``encode`` ran with this hook: None when the
+        controller covers the encoder only, or when no sample has a head (exactly the base decoder)."""
+        if not self.controller.config.include_decoder or self.applier.is_identity:
+            return None
+        if self._h is None:
+            raise RuntimeError("decoder_hook() needs the encoder pass first")
+        h_last = self._h  # (B, T, C) at the last encoder block
+        mask = self._padding_mask(h_last)
+        if mask is None:
+            start = h_last.mean(dim=1)
+        else:
+            start = (h_last * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1)
+        if isinstance(self.heads, HeadApplier):
+            raise ValueError("a decoder hook needs the heads themselves, not a HeadApplier")
+        return DecoderLayersHook(self.controller, self.heads, start)
+
+
+class DecoderLayersHook:
+    """The controller and heads across the decoder blocks (``include_decoder``), per token.
+
+    ``start`` (B, C): the recurrence's state before the first decoder block (the encoder's last state, averaged
+    over each utterance's frames). Works for teacher forcing (B, L, D) and for incremental decoding (B, 1, D)
+    alike; ``select(rows)`` follows a decoding batch as finished samples leave it.
+    """
+
+    def __init__(self, controller: Controller, heads: HeadsSpec, start: torch.Tensor) -> None:
+        self.controller = controller
+        self.heads = heads
+        self.applier = HeadApplier(heads, device=start.device)
+        self.start = start
+        self._h: torch.Tensor | None = None
+
+    def select(self, rows: list[int]) -> "DecoderLayersHook":
+        heads = self.heads if self.heads is None or isinstance(self.heads, Head) else [self.heads[r] for r in rows]
+        index = torch.tensor(rows, dtype=torch.long, device=self.start.device)
+        return DecoderLayersHook(self.controller, heads, self.start.index_select(0, index))
+
+    def __call__(self, layer: int, x_prev: torch.Tensor, block_out: torch.Tensor) -> torch.Tensor:
+        """x_prev, block_out: (B, L, D) -> x_l (B, L, D)"""
+        h_prev = self.start.unsqueeze(1).to(x_prev.dtype) if layer == 0 else self._h
+        h = self.controller.step(x_prev, h_prev, decoder=True)
+        self._h = h
+        correction = self.applier(h)
+        return block_out if correction is None else block_out + correction.to(block_out.dtype)
 
 
 def _device_of(module: torch.nn.Module) -> torch.device:

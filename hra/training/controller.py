@@ -48,13 +48,15 @@ log = logging.getLogger("hra.training.controller")
 
 @dataclass(frozen=True)
 class ControllerTrainingOptions:
-    """d_controller / u_init: the controller's shape; max_seconds: the whole run's wall-clock budget, of which
+    """d_controller / u_init: the controller's shape; include_decoder: the controller also runs across the decoder
+    blocks (``hra.hra.controller``); max_seconds: the whole run's wall-clock budget, of which
     prior_fraction goes to phase 2; epochs / prior_epochs: epoch caps per phase; per_voice: training
     utterances per voice (None: all); holdout_per_voice: eval-split utterances per voice for the held-out loss."""
 
     d_controller: int = 64
     u_init: float = 0.5
     train_u: bool = True
+    include_decoder: bool = False
     epochs: int = 12
     max_seconds: float = 2100.0
     prior_fraction: float = 0.25
@@ -162,6 +164,7 @@ class ControllerTrainer:
                 n_layers=backbone.n_encoder_layers,
                 u_init=options.u_init,
                 train_u=options.train_u,
+                include_decoder=options.include_decoder,
             )
         ).to(self.device)
         self.heads = self._new_heads("linear")
@@ -259,7 +262,9 @@ class ControllerTrainer:
         with torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype != torch.float32):
             hook = HRAHook(self.controller, [heads_by_voice[u.voice] for u in utts], frames=enc.frames)
             out = self.backbone.encode(enc, hook)
-            loss = self.backbone.teacher_forced_loss(out, [u.tokens for u in utts], frames=enc.frames)
+            loss = self.backbone.teacher_forced_loss(
+                out, [u.tokens for u in utts], frames=enc.frames, decoder_hook=hook.decoder_hook()
+            )
         return loss.float()
 
     @torch.no_grad()

@@ -149,7 +149,9 @@ def batch_loss(
     with torch.autocast(foundation.device.type, dtype=dtype, enabled=dtype != torch.float32):
         hook = HRAHook(foundation.controller, head, frames=enc.frames)
         encoder_out = foundation.backbone.encode(enc, hook)
-        loss = foundation.backbone.teacher_forced_loss(encoder_out, batch.targets, frames=enc.frames)
+        loss = foundation.backbone.teacher_forced_loss(
+            encoder_out, batch.targets, frames=enc.frames, decoder_hook=hook.decoder_hook()
+        )
     return loss.float()
 
 

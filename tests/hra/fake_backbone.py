@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hra.backbone.base import EncoderInput, LayerHook
+from hra.backbone.base import DecoderHook, EncoderInput, LayerHook
 
 HOP = 160
 ALPHABET = "abcdefghijklmnopqrstuvwxyz '"
@@ -27,6 +27,7 @@ class FakeBackbone(nn.Module):
         super().__init__()
         self.d_model = d_model
         self.n_encoder_layers = n_layers
+        self.n_decoder_layers = 1
         self.n_mels = n_mels
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -70,15 +71,26 @@ class FakeBackbone(nn.Module):
     def token_ids(self, text: str) -> list[int]:
         return [FIRST_CHAR + ALPHABET.index(c) for c in text.lower() if c in ALPHABET]
 
-    def _logits(self, encoder_out: torch.Tensor, tokens: torch.Tensor, frames: torch.Tensor | None) -> torch.Tensor:
+    def _logits(
+        self,
+        encoder_out: torch.Tensor,
+        tokens: torch.Tensor,
+        frames: torch.Tensor | None,
+        hook: DecoderHook | None = None,
+    ) -> torch.Tensor:
         x = self.embed(tokens) + self.pos[: tokens.shape[1]]
         causal = nn.Transformer.generate_square_subsequent_mask(tokens.shape[1])
         pad = None if frames is None else torch.arange(encoder_out.shape[1])[None, :] >= frames[:, None]
-        x = self.decoder(x, encoder_out, tgt_mask=causal, memory_key_padding_mask=pad)
+        out = self.decoder(x, encoder_out, tgt_mask=causal, memory_key_padding_mask=pad)
+        x = hook(0, x, out) if hook is not None else out
         return x @ self.embed.weight.T
 
     def teacher_forced_loss(
-        self, encoder_out: torch.Tensor, targets: list[list[int]], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        targets: list[list[int]],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> torch.Tensor:
         longest = max(len(t) for t in targets) + 1
         inputs = torch.full((len(targets), longest), EOT)
@@ -87,18 +99,23 @@ class FakeBackbone(nn.Module):
             seq = [SOT, *t]
             inputs[i, : len(seq)] = torch.tensor(seq)
             labels[i, : len(seq)] = torch.tensor([*t, EOT])
-        logits = self._logits(encoder_out, inputs, frames)
+        logits = self._logits(encoder_out, inputs, frames, decoder_hook)
         return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=-100)
 
     def decode(
-        self, encoder_out: torch.Tensor, durations_s: list[float], frames: torch.Tensor | None = None
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
     ) -> list[str]:
         texts = []
         for i, duration in enumerate(durations_s):
             tokens = [SOT]
+            hook = decoder_hook.select([i]) if decoder_hook is not None else None
             for _ in range(max(1, int(duration * 15))):
                 mem = encoder_out[i : i + 1] if frames is None else encoder_out[i : i + 1, : int(frames[i])]
-                nxt = int(self._logits(mem, torch.tensor([tokens]), None)[0, -1].argmax())
+                nxt = int(self._logits(mem, torch.tensor([tokens]), None, hook)[0, -1].argmax())
                 if nxt == EOT:
                     break
                 tokens.append(nxt)
@@ -106,7 +123,7 @@ class FakeBackbone(nn.Module):
         return texts
 
 
-def make_fake_foundation(d_controller: int = 8, seed: int = 0, u_init: float = 0.5):
+def make_fake_foundation(d_controller: int = 8, seed: int = 0, u_init: float = 0.5, include_decoder: bool = False):
     """A Foundation on the fake backbone with a random (seeded) controller."""
     from hra.foundation import Foundation
     from hra.hra.controller import Controller, ControllerConfig
@@ -115,7 +132,8 @@ def make_fake_foundation(d_controller: int = 8, seed: int = 0, u_init: float = 0
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 1)
         controller = Controller(
-            ControllerConfig(d_model=backbone.d_model, d_controller=d_controller, n_layers=4, u_init=u_init)
+            ControllerConfig(d_model=backbone.d_model, d_controller=d_controller, n_layers=4, u_init=u_init,
+                             include_decoder=include_decoder)
         )
     return Foundation.build(backbone, controller, controller_source="test")
 

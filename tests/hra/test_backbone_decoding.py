@@ -129,8 +129,8 @@ def test_loop_guard_on_a_looping_decoder(backbone, monkeypatch):
     decoder = bb._decoder
     original = decoder.decoder.forward
 
-    def biased(tokens, cross_kv, cross_mask=None, cache=None):
-        logits, new_cache = original(tokens, cross_kv, cross_mask, cache)
+    def biased(tokens, cross_kv, cross_mask=None, cache=None, hook=None):
+        logits, new_cache = original(tokens, cross_kv, cross_mask, cache, hook=hook)
         last = int(tokens[0, -1])
         nxt = cycle[(cycle.index(last) + 1) % 3] if last in cycle else cycle[0]
         logits = logits.clone()

@@ -34,11 +34,20 @@ def test_controller_step_follows_the_indrnn_equation():
     assert torch.all(ctrl.u == 0.5)
 
 
-def test_controller_config_rejects_bad_dims_and_decoder_layers():
+def test_controller_config_rejects_bad_dims():
     with pytest.raises(ValueError):
         ControllerConfig(d_model=0)
-    with pytest.raises(ValueError):
-        ControllerConfig(d_model=8, include_decoder=True)
+
+
+def test_decoder_steps_use_their_own_parameters_and_need_include_decoder():
+    torch.manual_seed(0)
+    ctrl = Controller(ControllerConfig(d_model=6, d_controller=4, include_decoder=True))
+    x, h = torch.randn(2, 3, 6), torch.rand(2, 1, 4)  # a (B, 1, C) start state broadcasts over tokens
+    expected = torch.relu(x @ ctrl.proj_dec.weight.T + ctrl.u_dec * h + ctrl.proj_dec.bias)
+    torch.testing.assert_close(ctrl.step(x, h, decoder=True), expected)
+    assert not torch.allclose(ctrl.step(x, h, decoder=True), ctrl.step(x, h))
+    with pytest.raises(ValueError, match="decoder"):
+        Controller(ControllerConfig(d_model=6, d_controller=4)).step(x, h, decoder=True)
 
 
 @pytest.mark.parametrize("head_type", ["linear", "ffn"])
@@ -102,3 +111,62 @@ def test_head_applier_rejects_wrong_batch_size():
 def test_head_config_validates():
     with pytest.raises(ValueError):
         HeadConfig("conv")
+
+
+@pytest.fixture(scope="module")
+def decoder_foundation():
+    return make_fake_foundation(include_decoder=True)
+
+
+def test_decoder_hook_only_with_heads_and_include_decoder(foundation, decoder_foundation):
+    enc = foundation.backbone.prepare([w for w, _ in fake_utterances(2)])
+    head = _randomize(foundation.new_head("linear"), 1)
+    hook = HRAHook(foundation.controller, head, frames=enc.frames)
+    foundation.backbone.encode(enc, hook)
+    assert hook.decoder_hook() is None  # encoder-only controller
+    no_heads = HRAHook(decoder_foundation.controller, [None, None], frames=enc.frames)
+    decoder_foundation.backbone.encode(enc, no_heads)
+    assert no_heads.decoder_hook() is None  # nobody has a head: the base decoder exactly
+    with pytest.raises(RuntimeError):
+        HRAHook(decoder_foundation.controller, head, frames=enc.frames).decoder_hook()
+
+
+@torch.no_grad()
+def test_decoder_hook_changes_the_loss_only_through_a_trained_head(decoder_foundation):
+    f = decoder_foundation
+    utts = fake_utterances(3, seed=5)
+    enc = f.backbone.prepare([w for w, _ in utts])
+    targets = [f.backbone.token_ids(t) for _, t in utts]
+    base = f.backbone.teacher_forced_loss(f.backbone.encode(enc), targets, frames=enc.frames)
+
+    def loss(head):
+        hook = HRAHook(f.controller, head, frames=enc.frames)
+        out = f.backbone.encode(enc, hook)
+        return f.backbone.teacher_forced_loss(out, targets, frames=enc.frames, decoder_hook=hook.decoder_hook())
+
+    assert torch.equal(loss(f.new_head("linear")), base)  # zero output projection: exactly the base
+    assert not torch.allclose(loss(_randomize(f.new_head("linear"), 2)), base)
+
+
+@torch.no_grad()
+def test_decoder_hook_start_state_ignores_batch_padding(decoder_foundation):
+    """A sample's decoder start state (mean of its last encoder state over its own frames) does not depend on
+    what it is batched with; select() keeps each row's head and state."""
+    f = decoder_foundation
+    utts = fake_utterances(3, seed=7)
+    heads = [_randomize(f.new_head("linear"), 1), _randomize(f.new_head("ffn", hidden=16), 2), None]
+    enc = f.backbone.prepare([w for w, _ in utts])
+    hook = HRAHook(f.controller, heads, frames=enc.frames)
+    f.backbone.encode(enc, hook)
+    batched = hook.decoder_hook()
+    for i in (0, 1):
+        one = f.backbone.prepare([utts[i][0]])
+        alone = HRAHook(f.controller, heads[i], frames=one.frames)
+        f.backbone.encode(one, alone)
+        torch.testing.assert_close(batched.select([i]).start, alone.decoder_hook().start, atol=1e-5, rtol=1e-5)
+    picked = batched.select([2, 0])
+    assert picked.heads == [None, heads[0]]
+    x = torch.randn(2, 3, f.backbone.d_model)
+    out = picked(0, x, x)
+    torch.testing.assert_close(out[0], x[0])  # no head: no correction
+    assert not torch.allclose(out[1], x[1])

@@ -118,3 +118,19 @@ def test_shipped_controller_and_priors_load_and_the_prior_helps_an_unseen_speake
                               foundation.device)
     zero = mean_loss(foundation, foundation.new_head("linear"), batches)
     assert mean_loss(foundation, priors["linear"], batches) < zero - 0.3
+
+
+@torch.inference_mode()
+def test_controller_across_decoder_layers_decodes_mixed_heads_like_one_at_a_time(cut_foundation):
+    """With ``include_decoder`` the heads also correct the decoder blocks, token by token; decoding drops
+    finished samples from the batch, and each remaining sample keeps its own head and start state."""
+    bb = cut_foundation.backbone
+    torch.manual_seed(1)
+    config = ControllerConfig(d_model=bb.d_model, n_layers=bb.n_encoder_layers, include_decoder=True)
+    foundation = Foundation.build(bb, Controller(config), controller_source="random (test)")
+    waves = [w for w, _ in _utterances("eval", 4)]
+    heads = [_perturbed(foundation.new_head("linear"), 1), _perturbed(foundation.new_head("ffn"), 2),
+             _perturbed(foundation.new_head("linear"), 3), foundation.new_head("linear")]
+    batched = transcribe(foundation, waves, heads)
+    assert batched == [transcribe(foundation, [w], [h])[0] for w, h in zip(waves, heads)]
+    assert batched[3] == transcribe(cut_foundation, [waves[3]], [cut_foundation.new_head("linear")])[0]
