@@ -19,7 +19,7 @@ mkdir -p "$WORK"
 # the committed measurements seed every lane: a rerun on the same foundation and recipe trains nothing new
 SEED=""
 [ -f "$RESULTS/foundation_measurements.jsonl" ] && SEED="--import-results $RESULTS/foundation_measurements.jsonl"
-BENCH="$PY -m hra.bench.foundation --train-u0-controller no $SEED"
+BENCH="$PY -m hra.bench.foundation --train-variant-controllers no $SEED"
 
 lane() {  # name voices standard-voices extra-args...
     name=$1 voices=$2 standard=$3; shift 3

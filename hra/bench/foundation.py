@@ -17,8 +17,11 @@ once (seed 0) and scored on the held-out utterances:
   the same loop with the same enrollment data, held-out slice, schedule and wall-clock budget as the heads;
 - ``hra_u0``: a linear head on a controller without recurrence: trained by the shipped controller's own command
   with u = 0 fixed (in ``<work-dir>/controller_u0``, trained there when missing, ~25 min; with ``--quick`` only
-  if already there or ``--train-u0-controller yes``), else the trained controller with u set to 0;
-  ``hra_random``: a linear head on an untrained, random controller.
+  if already there or ``--train-variant-controllers yes``), else the trained controller with u set to 0;
+  ``hra_random``: a linear head on an untrained, random controller;
+- ``hra_decoder``: a linear head on a controller that also runs across the decoder layers, trained by the
+  shipped command with ``include_decoder`` (in ``<work-dir>/controller_decoder``, like u = 0; skipped when
+  there is none).
 
 WER is ``hra.text``'s (Whisper's English normalizer, jiwer): every error counts, loops included (``wer_capped``
 caps each utterance's errors at its reference words, for reading, not for the targets). A voice "fails" when the
@@ -81,7 +84,8 @@ QUICK_VOICES = ("espeak-pt-br", "espeak-hu", "espeak-en-lancaster", "atyp-pl-bre
 @dataclass(frozen=True)
 class System:
     """One way to adapt to a speaker. ``head_type`` for HRA heads, ``adapter`` for baselines; ``controller``:
-    "trained", "u0" (recurrence removed) or "random" (untrained)."""
+    "trained", "random" (untrained) or a variant of ``VARIANT_CONTROLLERS`` ("u0": recurrence removed,
+    "decoder": across the decoder layers too)."""
 
     name: str
     family: str  # "hra" | "baseline" | "ablation"
@@ -103,7 +107,14 @@ SYSTEMS: tuple[System, ...] = (
     System("hra_u0", "ablation", head_type="linear", controller="u0", description="linear head, controller u = 0"),
     System("hra_random", "ablation", head_type="linear", controller="random",
            description="linear head, untrained random controller"),
+    System("hra_decoder", "variant", head_type="linear", controller="decoder",
+           description="linear head, controller across encoder and decoder layers"),
 )
+# Controllers trained by the shipped controller's own command with these options changed (see find_variant_controller).
+VARIANT_CONTROLLERS: dict[str, dict] = {
+    "u0": {"u_init": 0.0, "train_u": False},
+    "decoder": {"include_decoder": True},
+}
 SYSTEMS_BY_NAME = {s.name: s for s in SYSTEMS}
 PRODUCT_HEADS = ("linear", "ffn")  # aliases: the heads as the product trains them (see product_systems)
 
@@ -122,8 +133,8 @@ class BenchOptions:
     work_dir: Path = ROOT / "var" / "bench_foundation"
     out: Path = RESULTS_DIR / "foundation.json"
     controller: Path | None = None
-    u0_controller: Path | None = None
-    train_u0_controller: bool = False
+    variant_controllers: dict[str, Path] = field(default_factory=dict)  # name -> controller safetensors
+    train_variant_controllers: bool = False
     real_speech: bool = True
     quick: bool = False
     import_results: tuple[Path, ...] = ()
@@ -252,9 +263,16 @@ class ResultStore:
 class Foundations:
     trained: Foundation
     random: Foundation
-    u0: Foundation
+    variants: dict[str, Foundation | None]  # VARIANT_CONTROLLERS' names -> foundation (None: not available)
     controller_kind: str  # "trained" or "random (no trained controller found)"
-    u0_kind: str
+    variant_kinds: dict[str, str]
+
+    def for_system(self, system: System) -> Foundation | None:
+        if system.controller == "trained":
+            return self.trained
+        if system.controller == "random":
+            return self.random
+        return self.variants[system.controller]
 
 
 def build_foundations(options: BenchOptions) -> Foundations:
@@ -280,48 +298,59 @@ def build_foundations(options: BenchOptions) -> Foundations:
                                 base_backbone=trained.base_backbone)
 
     random_foundation = variant(_random_controller(trained.controller.config), "random (ablation)")
-    u0_path = options.u0_controller or find_u0_controller(options, trained, controller_kind)
-    if u0_path is not None:
-        u0_controller = load_controller(u0_path)
-        if float(u0_controller.u.abs().max()) != 0.0:
-            raise ValueError(f"{u0_path} has u != 0: not a controller without recurrence")
-        u0_kind = f"controller trained with u = 0 by the shipped controller's recipe ({u0_path})"
-    else:
-        u0_controller = copy.deepcopy(trained.controller)
-        with torch.no_grad():
-            u0_controller.u.zero_()
-        u0_kind = "trained controller with u set to 0"
-    return Foundations(trained, random_foundation, variant(u0_controller, u0_kind), controller_kind, u0_kind)
+    variants: dict[str, Foundation | None] = {}
+    kinds: dict[str, str] = {}
+    for name, overrides in VARIANT_CONTROLLERS.items():
+        path = options.variant_controllers.get(name) or find_variant_controller(options, name, trained,
+                                                                                controller_kind)
+        if path is not None:
+            controller = load_controller(path)
+            wanted = {k: v for k, v in overrides.items() if k in controller.config.to_dict()}
+            if name == "u0" and float(controller.u.abs().max()) != 0.0:
+                raise ValueError(f"{path} has u != 0: not a controller without recurrence")
+            if any(getattr(controller.config, k) != v for k, v in wanted.items() if k != "u_init"):
+                raise ValueError(f"{path} is not a {name!r} controller ({overrides})")
+            kinds[name] = f"controller trained by the shipped controller's recipe with {overrides} ({path})"
+            variants[name] = variant(controller, kinds[name])
+        elif name == "u0":
+            controller = copy.deepcopy(trained.controller)
+            with torch.no_grad():
+                controller.u.zero_()
+            kinds[name] = "trained controller with u set to 0"
+            variants[name] = variant(controller, kinds[name])
+        else:
+            kinds[name] = "not available (train it with --train-variant-controllers yes)"
+            variants[name] = None
+    return Foundations(trained, random_foundation, variants, controller_kind, kinds)
 
 
-def u0_controller_dir(options: BenchOptions) -> Path:
-    return options.work_dir / "controller_u0"
+def variant_controller_dir(options: BenchOptions, name: str) -> Path:
+    return options.work_dir / f"controller_{name}"
 
 
-def find_u0_controller(options: BenchOptions, trained: Foundation, controller_kind: str) -> Path | None:
-    """The ablation controller without recurrence: trained by the shipped controller's own command (its
-    ``controller.json``) with u = 0 fixed, in ``<work-dir>/controller_u0`` (resumable). Reused while it was
-    trained on the foundation's backbone; trained when missing if ``train_u0_controller``; else None (the
-    benchmark then zeroes u of the trained controller, and says so)."""
-    out = u0_controller_dir(options) / "out"
+def find_variant_controller(options: BenchOptions, name: str, trained: Foundation, controller_kind: str) -> Path | None:
+    """A controller trained by the shipped controller's own command (its ``controller.json``) with
+    ``VARIANT_CONTROLLERS[name]``'s options, in ``<work-dir>/controller_<name>`` (resumable). Reused while it was
+    trained on the foundation's backbone; trained when missing if ``train_variant_controllers``; else None."""
+    out = variant_controller_dir(options, name) / "out"
     record_path = out / "controller.json"
     if record_path.is_file() and (out / "controller.safetensors").is_file():
         record = json.loads(record_path.read_text())
         if record.get("backbone", {}).get("fingerprint") == trained.backbone.fingerprint:
             return out / "controller.safetensors"
-    if not options.train_u0_controller or not controller_kind.startswith("trained"):
+    if not options.train_variant_controllers or not controller_kind.startswith("trained"):
         return None
     from hra.training.controller import main as train_controller
 
-    argv = u0_controller_argv(Path(options.controller or DEFAULT_CONTROLLER_PATH).with_suffix(".json"), out,
-                              u0_controller_dir(options) / "work")
-    print(f"training the u = 0 ablation controller: python -m hra.training.controller {shlex.join(argv)}", flush=True)
+    argv = variant_controller_argv(Path(options.controller or DEFAULT_CONTROLLER_PATH).with_suffix(".json"),
+                                   VARIANT_CONTROLLERS[name], out, variant_controller_dir(options, name) / "work")
+    print(f"training the {name!r} controller: python -m hra.training.controller {shlex.join(argv)}", flush=True)
     train_controller(argv)
     return out / "controller.safetensors"
 
 
-def u0_controller_argv(shipped_record: Path, out: Path, work_dir: Path) -> list[str]:
-    """The shipped controller's command line, with u = 0 fixed and this benchmark's output folders."""
+def variant_controller_argv(shipped_record: Path, overrides: dict, out: Path, work_dir: Path) -> list[str]:
+    """The shipped controller's command line, with ``overrides`` in its options and this benchmark's folders."""
     record = json.loads(shipped_record.read_text())
     argv = shlex.split(record["command"])
     if argv[:3] == ["python", "-m", "hra.training.controller"]:
@@ -337,7 +366,7 @@ def u0_controller_argv(shipped_record: Path, out: Path, work_dir: Path) -> list[
             continue
         kept.append(arg)
     recipe = dict(record.get("options", {}))
-    recipe.update({"u_init": 0.0, "train_u": False})
+    recipe.update(overrides)
     return [*kept, "--out", str(out), "--work-dir", str(work_dir), "--options", json.dumps(recipe), "--resume"]
 
 
@@ -392,8 +421,8 @@ class Bench:
                 key["adapter"] = {**self.options.adapter_config(system.adapter).to_dict(), "init": "seeded"}
                 key["learning_rate"] = DEFAULT_LEARNING_RATES[system.adapter]
             else:
-                foundation = {"trained": f.trained, "u0": f.u0, "random": f.random}[system.controller]
-                key["foundation"] = foundation.fingerprint
+                foundation = f.for_system(system)
+                key["foundation"] = foundation.fingerprint if foundation is not None else None
         return ResultStore.key(**key)
 
     def base(self, data: VoiceData) -> dict:
@@ -419,7 +448,10 @@ class Bench:
         if not self.options.measure:
             return {**record, "skipped": "not measured (--summarize-only)"}
         if system.head_type is not None:
-            foundation = {"trained": self.f.trained, "u0": self.f.u0, "random": self.f.random}[system.controller]
+            foundation = self.f.for_system(system)
+            if foundation is None:
+                why = self.f.variant_kinds[system.controller]
+                return {**record, "skipped": f"no {system.controller!r} controller: {why}"}
             training = replace(self.options.training, head_type=system.head_type, init=system.init)
             try:
                 result = train_head(foundation, enrollment, training)
@@ -685,6 +717,7 @@ def summarize(
             reductions(new_voices, HEADLINE_SIZE, ffn_sys)),
         "linear_vs_residual_rel_wer_50": ratio_to(lin_sys, "houlsby"),
         "recurrence_rel_gain_50": gain_over("linear_zero", "hra_u0"),
+        "decoder_layers_rel_gain_50": gain_over("hra_decoder", "linear_zero"),
         "worst_rel_wer_reduction_linear_50_standard_voices": _min_or_none(
             [rel_reduction(base[v]["wer"], w) for v in std if v in base
              if (w := wer(v, STANDARD_SIZE, lin_sys)) is not None]),
@@ -761,7 +794,7 @@ def summarize(
             "foundation_fingerprint": foundations.trained.fingerprint,
             "controller": foundations.controller_kind,
             "controller_config": foundations.trained.controller.config.to_dict(),
-            "u0": foundations.u0_kind,
+            "variant_controllers": foundations.variant_kinds,
             "context": _context_label(foundations.trained),
             "training": asdict(options.training),
             "baseline_learning_rates": DEFAULT_LEARNING_RATES,
@@ -865,11 +898,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench_foundation")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/foundation.json)")
     p.add_argument("--controller", type=Path, default=None, help="controller safetensors (default: the shipped one)")
-    p.add_argument("--u0-controller", type=Path, default=None,
-                   help="a controller trained with u = 0 (default: <work-dir>/controller_u0, trained there when "
-                        "missing unless --quick)")
-    p.add_argument("--train-u0-controller", choices=("auto", "yes", "no"), default="auto",
-                   help="train the u = 0 ablation controller when missing (auto: not with --quick)")
+    p.add_argument("--variant-controller", action="append", default=[], metavar="NAME=PATH",
+                   help=f"a controller for a variant system ({', '.join(VARIANT_CONTROLLERS)}; default: "
+                        "<work-dir>/controller_NAME, trained there when missing unless --quick)")
+    p.add_argument("--train-variant-controllers", choices=("auto", "yes", "no"), default="auto",
+                   help="train the variant systems' controllers when missing, ~25 min each (auto: not with --quick)")
     p.add_argument("--max-seconds", type=float, default=HeadTrainingOptions.max_seconds,
                    help="training budget of every system (seconds, data preparation included)")
     p.add_argument("--no-real-speech", action="store_true")
@@ -885,6 +918,12 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
             p.error(f"unknown systems {unknown}; known: {', '.join([*PRODUCT_HEADS, *SYSTEMS_BY_NAME])}")
         return names
 
+    variant_paths: dict[str, Path] = {}
+    for item in args.variant_controller:
+        name, _, path = item.partition("=")
+        if name not in VARIANT_CONTROLLERS or not path:
+            p.error(f"--variant-controller wants NAME=PATH with NAME in {list(VARIANT_CONTROLLERS)}, got {item!r}")
+        variant_paths[name] = Path(path)
     systems = system_names(args.systems)
     at: dict[int, tuple[str, ...]] = {}
     for item in args.at:
@@ -909,8 +948,9 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         voices=voices, standard_voices=() if args.standard_voices == "none" else tuple(
             v.name for v in select_voices(args.standard_voices)),
         sizes=sizes, systems_by_size=by_size, n_eval=args.eval, corpus=args.corpus, work_dir=args.work_dir, out=out,
-        controller=args.controller, u0_controller=args.u0_controller,
-        train_u0_controller=args.train_u0_controller == "yes" or (args.train_u0_controller == "auto" and not args.quick),
+        controller=args.controller, variant_controllers=variant_paths,
+        train_variant_controllers=args.train_variant_controllers == "yes" or (
+            args.train_variant_controllers == "auto" and not args.quick),
         real_speech=not args.no_real_speech,
         quick=args.quick, training=HeadTrainingOptions(max_seconds=args.max_seconds),
         import_results=tuple(args.import_results), measure=not args.summarize_only,

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hra.bench.foundation import (
-    SYSTEMS_BY_NAME, BenchOptions, Foundations, ResultStore, parse_args, rel_reduction, summarize,
-    u0_controller_argv,
+    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, BenchOptions, Foundations, ResultStore, parse_args, rel_reduction, summarize,
+    variant_controller_argv,
 )
 
 
@@ -89,7 +89,8 @@ def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst()
         _sys("v1", 50, "hra_random", 1.0, 100), _sys("v2", 50, "hra_random", 0.5, 100),
         _sys("s1", 50, "linear_zero", 0.09, 100, group="standard"),
     ]
-    foundations = Foundations(_Foundation(), _Foundation(), _Foundation(), "trained (test)", "u0 (test)")
+    foundations = Foundations(_Foundation(), _Foundation(), {"u0": _Foundation(), "decoder": None}, "trained (test)",
+                              {"u0": "u0 (test)", "decoder": "none (test)"})
     real = {"files": ["a"], "references": ["x"],
             "base": {"wer": 0.05, "seconds": 1.0, "hypotheses": ["x"]},
             "faster_whisper_beam5_int8": {"wer": 0.06, "seconds": 1.0, "hypotheses": ["x"]}}
@@ -110,13 +111,18 @@ def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst()
     assert report["targets"]["real_speech_within_0.03_of_faster_whisper"]["met"] is True
 
 
-def test_u0_controller_is_trained_by_the_shipped_command_with_u_fixed_at_zero(tmp_path: Path):
+def test_variant_controllers_are_trained_by_the_shipped_command_with_their_options(tmp_path: Path):
     record = {"command": "python -m hra.training.controller --manifest corpus/manifest.jsonl --out hra/assets "
                          "--work-dir var/w --per-voice 60 --context min5 --options '{\"u_init\": 0.5}'",
               "options": {"u_init": 0.5, "train_u": True, "head_lr": 0.003}}
     (tmp_path / "controller.json").write_text(json.dumps(record))
-    argv = u0_controller_argv(tmp_path / "controller.json", tmp_path / "out", tmp_path / "work")
+    argv = variant_controller_argv(tmp_path / "controller.json", VARIANT_CONTROLLERS["u0"], tmp_path / "out",
+                                   tmp_path / "work")
     assert argv[:6] == ["--manifest", "corpus/manifest.jsonl", "--per-voice", "60", "--context", "min5"]
     assert argv[argv.index("--out") + 1] == str(tmp_path / "out") and "hra/assets" not in argv
     assert json.loads(argv[argv.index("--options") + 1]) == {"u_init": 0.0, "train_u": False, "head_lr": 0.003}
     assert argv[-1] == "--resume"
+    argv = variant_controller_argv(tmp_path / "controller.json", VARIANT_CONTROLLERS["decoder"], tmp_path / "out",
+                                   tmp_path / "work")
+    assert json.loads(argv[argv.index("--options") + 1]) == {"u_init": 0.5, "train_u": True, "head_lr": 0.003,
+                                                             "include_decoder": True}
