@@ -46,7 +46,8 @@ class HeadTrainingOptions:
     before stopping; holdout_fraction / min_holdout / min_train: the held-out slice (none when the set is too
     small, then the last epoch wins); max_batch_frames: encoder frames per batch (padding included);
     precision: "float32", "bfloat16" (autocast of the frozen forward/backward; the head's weights and the
-    optimizer stay float32) or "auto" (bfloat16 where the hardware does it natively); spec_augment: frequency
+    optimizer stay float32) or "auto" (bfloat16 on CPUs that do it natively, float32 elsewhere: see
+    ``resolve_precision``); spec_augment: frequency
     and time masks on the cached features of every training step; speed_perturb: speeds of resampled copies of
     the training utterances (each epoch trains on one version; () = none)."""
 
@@ -111,13 +112,16 @@ def load_prior_head(foundation: Foundation, head_type: str, path: str | Path | N
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """"auto": bfloat16 on a CUDA device or a CPU with native bfloat16 matmuls (AVX512-BF16/AMX), else float32."""
+    """"auto": bfloat16 on a CPU with native bfloat16 matmuls (AVX512-BF16/AMX), else float32 (CUDA included)."""
     if precision == "float32":
         return torch.float32
     if precision == "bfloat16":
         return torch.bfloat16
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32
+        # Measured on an H100 (benchmarks/results/device_h100.json): under bfloat16 autocast, attention goes to
+        # cuDNN, which plans every new utterance-length shape; a new speaker's linear head took 11.5 s against
+        # 2.1 s in float32, and bfloat16 was no faster once warm (a 38M-parameter model is launch-bound).
+        return torch.float32
     return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
 
 

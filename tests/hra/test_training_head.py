@@ -5,7 +5,7 @@ import torch
 
 from hra.errors import TrainingCancelled
 from hra.training.data import frame_bounded_batches
-from hra.training.head import HeadTrainingOptions, mean_loss, split_holdout, train_head
+from hra.training.head import HeadTrainingOptions, mean_loss, resolve_precision, split_holdout, train_head
 from hra.training.data import prepare_batches
 from tests.hra.fake_backbone import fake_utterances, make_fake_foundation
 
@@ -134,3 +134,10 @@ def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances,
     assert result.metrics["holdout_loss_initial"] != train_head(foundation, utterances, options).metrics[
         "holdout_loss_initial"
     ]
+
+
+def test_auto_precision_is_float32_on_cuda_and_explicit_choices_win():
+    # bfloat16 autocast on CUDA was 5x slower per new speaker (cuDNN attention plans per shape): never "auto".
+    assert resolve_precision("auto", torch.device("cuda")) == torch.float32
+    assert resolve_precision("bfloat16", torch.device("cuda")) == torch.bfloat16
+    assert resolve_precision("float32", torch.device("cpu")) == torch.float32
