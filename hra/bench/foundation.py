@@ -75,6 +75,7 @@ from hra.training.head import HeadTrainingOptions, load_prior_head, train_head
 ROOT = Path(__file__).resolve().parents[2]
 REAL_SPEECH = ROOT / "tests" / "fixtures" / "real_speech"
 RESULTS_DIR = ROOT / "benchmarks" / "results"
+COMMITTED_CONTROLLERS = RESULTS_DIR / "controllers"  # the variant systems' controllers, committed with their results
 FAIL_THRESHOLD = 0.5  # served base's capped WER above which a voice "fails"
 HEADLINE_SIZE = 50
 STANDARD_SIZE = 50
@@ -330,14 +331,17 @@ def variant_controller_dir(options: BenchOptions, name: str) -> Path:
 
 def find_variant_controller(options: BenchOptions, name: str, trained: Foundation, controller_kind: str) -> Path | None:
     """A controller trained by the shipped controller's own command (its ``controller.json``) with
-    ``VARIANT_CONTROLLERS[name]``'s options, in ``<work-dir>/controller_<name>`` (resumable). Reused while it was
-    trained on the foundation's backbone; trained when missing if ``train_variant_controllers``; else None."""
+    ``VARIANT_CONTROLLERS[name]``'s options: the one committed in ``benchmarks/results/controllers/<name>`` (so
+    that the committed measurements can be summarized, and extended, on a fresh checkout), else the one in
+    ``<work-dir>/controller_<name>`` (resumable). Used while it was trained on the foundation's backbone; trained
+    when missing if ``train_variant_controllers``; else None."""
     out = variant_controller_dir(options, name) / "out"
-    record_path = out / "controller.json"
-    if record_path.is_file() and (out / "controller.safetensors").is_file():
-        record = json.loads(record_path.read_text())
-        if record.get("backbone", {}).get("fingerprint") == trained.backbone.fingerprint:
-            return out / "controller.safetensors"
+    for folder in (COMMITTED_CONTROLLERS / name, out):
+        record_path = folder / "controller.json"
+        if record_path.is_file() and (folder / "controller.safetensors").is_file():
+            record = json.loads(record_path.read_text())
+            if record.get("backbone", {}).get("fingerprint") == trained.backbone.fingerprint:
+                return folder / "controller.safetensors"
     if not options.train_variant_controllers or not controller_kind.startswith("trained"):
         return None
     from hra.training.controller import main as train_controller

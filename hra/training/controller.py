@@ -23,6 +23,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -495,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.resume and trainer.checkpoint_path.is_file():
         trainer.load_checkpoint()
     result = trainer.run()
-    command = "python -m hra.training.controller " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m hra.training.controller " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = write_outputs(
         trainer, result, args.out,
         {"command": command, "backbone": {"name": backbone.name, "fingerprint": backbone.fingerprint},
