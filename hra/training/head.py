@@ -96,13 +96,18 @@ class HeadTrainingResult:
     metrics: dict
 
 
-def prior_path(head_type: str) -> Path:
-    return ASSETS_DIR / f"prior_{head_type}.safetensors"
+def prior_path(head_type: str, foundation: Foundation | None = None) -> Path:
+    """Where the population prior lies: beside the foundation's controller file (a controller and its priors
+    are written together), else in ``hra/assets/``."""
+    folder = ASSETS_DIR
+    if foundation is not None and foundation.controller_source and Path(foundation.controller_source).is_file():
+        folder = Path(foundation.controller_source).parent
+    return folder / f"prior_{head_type}.safetensors"
 
 
 def load_prior_head(foundation: Foundation, head_type: str, path: str | Path | None = None) -> Head:
-    """The population prior (mean of the controller-group heads), bound to the shipped foundation."""
-    path = Path(path) if path is not None else prior_path(head_type)
+    """The population prior (mean of the controller-group heads), bound to the foundation it was made with."""
+    path = Path(path) if path is not None else prior_path(head_type, foundation)
     if not path.is_file():
         raise FileNotFoundError(f"no population prior for {head_type} heads at {path}")
     head = head_from_bytes(path.read_bytes(), foundation)

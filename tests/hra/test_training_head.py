@@ -115,12 +115,14 @@ def test_speed_perturbed_versions_are_prepared_for_training_only(foundation, utt
                                   foundation.device).train_variants
 
 
-def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances, tmp_path, monkeypatch):
+def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances, tmp_path):
+    from dataclasses import replace as dc_replace
+
     from hra.hra.artifacts import head_to_bytes
-    from hra.training import head as head_module
 
     options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1, "init": "zero"})
-    monkeypatch.setattr(head_module, "prior_path", lambda head_type: tmp_path / f"prior_{head_type}.safetensors")
+    (tmp_path / "controller.safetensors").write_bytes(b"")  # priors are looked up beside the controller file
+    foundation = dc_replace(foundation, controller_source=str(tmp_path / "controller.safetensors"))
     with pytest.raises(FileNotFoundError):
         train_head(foundation, utterances, HeadTrainingOptions(**{**options.__dict__, "init": "prior"}))
     auto = HeadTrainingOptions(**{**options.__dict__, "init": "auto"})
@@ -141,3 +143,17 @@ def test_auto_precision_is_float32_on_cuda_and_explicit_choices_win():
     assert resolve_precision("auto", torch.device("cuda")) == torch.float32
     assert resolve_precision("bfloat16", torch.device("cuda")) == torch.bfloat16
     assert resolve_precision("float32", torch.device("cpu")) == torch.float32
+
+
+def test_the_prior_is_looked_up_beside_the_foundations_controller(tmp_path, foundation):
+    from dataclasses import replace as dc_replace
+
+    from hra.foundation import ASSETS_DIR
+    from hra.training.head import prior_path
+
+    assert prior_path("linear") == ASSETS_DIR / "prior_linear.safetensors"
+    controller_file = tmp_path / "controller.safetensors"
+    controller_file.write_bytes(b"")
+    elsewhere = dc_replace(foundation, controller_source=str(controller_file))
+    assert prior_path("ffn", elsewhere) == tmp_path / "prior_ffn.safetensors"
+    assert prior_path("ffn", dc_replace(foundation, controller_source="random (test)")).parent == ASSETS_DIR
