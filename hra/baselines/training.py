@@ -20,7 +20,7 @@ from hra.baselines.adapters import AdapterConfig, EncoderAdapter, EncoderSpec, m
 from hra.training.augment import SpecAugment
 from hra.training.data import PreparedBatch
 from hra.training.head import HeadTrainingOptions, resolve_precision
-from hra.training.loop import TrainProgress, fit, prepare_enrollment
+from hra.training.loop import TrainProgress, fit, prepare_enrollment, teacher_forced_batch_loss
 
 SAMPLE_RATE = 16000
 
@@ -46,12 +46,7 @@ def adapter_loss(
     augment: Callable[[EncoderInput], EncoderInput] | None = None,
 ) -> torch.Tensor:
     """Teacher-forced loss of one batch through the adapted encoder (scalar, float32)."""
-    enc = batch.encoder_input if augment is None else augment(batch.encoder_input)
-    device_type = enc.features.device.type
-    with torch.autocast(device_type, dtype=dtype, enabled=dtype != torch.float32):
-        encoder_out = adapter.encode(enc)
-        loss = backbone.teacher_forced_loss(encoder_out, batch.targets, frames=enc.frames)
-    return loss.float()
+    return teacher_forced_batch_loss(backbone, batch, lambda enc: (adapter.encode(enc), None), dtype, augment)
 
 
 def train_adapter(

@@ -29,7 +29,9 @@ from hra.hra.hook import HRAHook
 from hra.inference import check_head_fits
 from hra.training.augment import SpecAugment
 from hra.training.data import PreparedBatch
-from hra.training.loop import TrainProgress, evaluate_loss, fit, lr_factor, prepare_enrollment, split_holdout
+from hra.training.loop import (
+    TrainProgress, evaluate_loss, fit, lr_factor, prepare_enrollment, split_holdout, teacher_forced_batch_loss,
+)
 
 __all__ = [
     "HeadTrainingOptions", "HeadTrainingResult", "TrainProgress", "batch_loss", "load_prior_head", "lr_factor",
@@ -154,14 +156,13 @@ def batch_loss(
     augment: Callable[[EncoderInput], EncoderInput] | None = None,
 ) -> torch.Tensor:
     """Teacher-forced loss of one batch with ``head`` applied to every sample (scalar, float32)."""
-    enc = batch.encoder_input if augment is None else augment(batch.encoder_input)
-    with torch.autocast(foundation.device.type, dtype=dtype, enabled=dtype != torch.float32):
+
+    def encode(enc: EncoderInput):
         hook = HRAHook(foundation.controller, head, frames=enc.frames)
         encoder_out = foundation.backbone.encode(enc, hook)
-        loss = foundation.backbone.teacher_forced_loss(
-            encoder_out, batch.targets, frames=enc.frames, decoder_hook=hook.decoder_hook()
-        )
-    return loss.float()
+        return encoder_out, hook.decoder_hook()
+
+    return teacher_forced_batch_loss(foundation.backbone, batch, encode, dtype, augment)
 
 
 def mean_loss(

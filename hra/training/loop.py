@@ -28,7 +28,7 @@ import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from hra.backbone.base import Backbone, EncoderInput
+from hra.backbone.base import Backbone, DecoderHook, EncoderInput
 from hra.errors import TrainingCancelled
 from hra.training.data import PreparedBatch, prepare_batches
 
@@ -146,6 +146,22 @@ def speed_perturb(waveform: torch.Tensor, speed: float, sample_rate: int = 16000
     if speed == 1.0:
         return waveform
     return AF.resample(waveform.to(torch.float32), int(round(sample_rate * speed)), sample_rate)
+
+
+def teacher_forced_batch_loss(
+    backbone: Backbone,
+    batch: PreparedBatch,
+    encode: Callable[[EncoderInput], tuple[torch.Tensor, DecoderHook | None]],
+    dtype: torch.dtype = torch.float32,
+    augment: Augment | None = None,
+) -> torch.Tensor:
+    """Teacher-forced loss of one batch (scalar, float32) for anything trained per speaker: ``encode`` runs the
+    adapted encoder on the (augmented) features and returns its output and the decoder hook, if any."""
+    enc = batch.encoder_input if augment is None else augment(batch.encoder_input)
+    with torch.autocast(enc.features.device.type, dtype=dtype, enabled=dtype != torch.float32):
+        encoder_out, decoder_hook = encode(enc)
+        loss = backbone.teacher_forced_loss(encoder_out, batch.targets, frames=enc.frames, decoder_hook=decoder_hook)
+    return loss.float()
 
 
 def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
