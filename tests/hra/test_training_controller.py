@@ -99,3 +99,28 @@ def test_time_budget_ends_both_phases_with_a_partial_epoch_record(corpus, tmp_pa
     assert result["seconds"] < 15
     partial = [h for h in result["history"] if h.get("complete") is False]
     assert {h["phase"] for h in partial} <= {1, 2} and partial and "train_loss" in partial[0]
+
+
+def test_meta_episodes_train_controller_and_prior_and_resume(corpus, tmp_path):
+    """First-order MAML over the controller voices (hra.training.meta): each episode adapts a copy of the prior
+    on support batches, then the query loss moves the controller and the prior; a checkpoint resumes the run."""
+    from hra.hra.heads import HeadConfig, make_head
+    from hra.training.meta import MetaOptions, MetaTrainer
+
+    trainer = _trainer(corpus, tmp_path)
+    prior = make_head(HeadConfig("linear", OPTIONS.d_controller, trainer.backbone.d_model))
+    options = MetaOptions(inner_steps=2, support_frames=150, query_frames=150, max_episodes=3, warmup_episodes=1,
+                          checkpoint_seconds=0.0)
+    controller_before = {k: v.clone() for k, v in trainer.controller.state_dict().items()}
+    meta = MetaTrainer(trainer, prior, options, tmp_path / "meta")
+    result = meta.run()
+    assert result["episodes"] == 3 and meta.checkpoint_path.is_file()
+    assert not torch.equal(trainer.controller.proj.weight, controller_before["proj.weight"])
+    assert float(meta.prior.out.weight.detach().abs().sum()) > 0  # the prior left zero: it is learned too
+
+    resumed = MetaTrainer(_trainer(corpus, tmp_path), make_head(prior.config), replace(options, max_episodes=4),
+                          tmp_path / "meta")
+    resumed.load()
+    assert resumed.episode == 3
+    torch.testing.assert_close(resumed.t.controller.proj.weight, trainer.controller.proj.weight)
+    assert resumed.run()["episodes"] == 4
