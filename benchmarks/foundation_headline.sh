@@ -3,7 +3,8 @@
 # torch thread) over halves of the 19 new-speaker voices, then one merge. Per voice: base; at 50 enrollment
 # utterances the product's linear and FFN heads, a zero-started linear head on the trained and on a random
 # controller, Houlsby adapters; at 20 and 100 the product's linear head. LoRA and full fine-tuning on the 4 quick
-# voices. The u = 0 ablation needs its own controller run (40 min): `make bench-foundation` trains it.
+# voices. The u = 0 and decoder-layer variants run on their committed controllers (benchmarks/results/controllers/);
+# `make bench-foundation` measures them (and trains such a controller when it is missing, ~25 min).
 # Every measurement is keyed (backbone, controller, recipe, system), so a rerun only measures what is missing,
 # and the merged store is committed as benchmarks/results/foundation_measurements.jsonl.
 # Usage: benchmarks/foundation_headline.sh   (last line: the headline JSON)
@@ -37,7 +38,10 @@ pid2=$!
 wait $pid1
 wait $pid2
 
-$BENCH --summarize-only --sizes 20,50,100 --at "$AT50,lora,full_ft" --at 20=linear --at 100=linear \
+# The report covers every system at every size that the store holds (the headline grid, plus what longer runs of
+# `make bench-foundation` and the variant controllers committed in benchmarks/results/controllers/ measured).
+$BENCH --summarize-only --sizes 20,50,100 \
+    --systems linear,ffn,linear_zero,ffn_zero,hra_random,hra_u0,hra_decoder,houlsby,lora,full_ft \
     --import-results "$WORK/lane1/results.jsonl" --import-results "$WORK/lane2/results.jsonl" \
     --work-dir "$WORK/merged" --out "$RESULTS/foundation.json"
 cp "$WORK/merged/results.jsonl" "$RESULTS/foundation_measurements.jsonl"
