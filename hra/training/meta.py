@@ -130,7 +130,8 @@ class MetaTrainer:
         pool = list(self.by_voice[voice])
         self.rng.shuffle(pool)
         query = _take_batch(t.train_utts, pool, o.query_frames)
-        support_pool = [i for i in pool if i not in set(query)]
+        in_query = set(query)
+        support_pool = [i for i in pool if i not in in_query]
         head = copy.deepcopy(self.prior)
         inner = torch.optim.Adam(head.parameters(), lr=o.inner_lr)
         t.controller.requires_grad_(False)
