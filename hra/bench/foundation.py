@@ -23,6 +23,11 @@ once (seed 0) and scored on the held-out utterances:
   shipped command with ``include_decoder`` (in ``<work-dir>/controller_decoder``, like u = 0; skipped when
   there is none).
 
+The product serves a head only if its promotion gate (``app.services.gate``, the shipped settings) finds it
+better than the base on the speaker's evaluation speech; here the gate decides on the ``--gate`` eval utterances
+after the held-out ones (20 by default), so "served" numbers (a rejected head leaves the speaker on the base) are
+measured on speech the gate never saw.
+
 WER is ``hra.text``'s (Whisper's English normalizer, jiwer): every error counts, loops included (``wer_capped``
 caps each utterance's errors at its reference words, for reading, not for the targets). A voice "fails" when the
 served base's capped WER exceeds 0.5. Voices the base handles: the ``standard`` group (base WER, and linear/FFN
@@ -130,6 +135,8 @@ class BenchOptions:
     sizes: tuple[int, ...]
     systems_by_size: dict[int, tuple[str, ...]]
     n_eval: int = 40
+    n_gate: int = 20  # eval utterances after the held-out ones: the product's promotion gate decides on them
+    regate: bool = False  # measure again what the store holds without a gate decision
     corpus: Path = ROOT / "corpus"
     work_dir: Path = ROOT / "var" / "bench_foundation"
     out: Path = RESULTS_DIR / "foundation.json"
@@ -161,6 +168,7 @@ class VoiceData:
     train: list[tuple[torch.Tensor, str]]
     eval: list[tuple[torch.Tensor, str]]
     eval_ids: list[str]
+    gate: list[tuple[torch.Tensor, str]] = field(default_factory=list)
 
 
 def read_wave(path: Path) -> torch.Tensor:
@@ -189,22 +197,58 @@ def ensure_corpus(corpus: Path, voices: Sequence[str], n_train: int, n_eval: int
                      progress=False)
 
 
-def load_voice(corpus: Path, voice: str, n_train: int, n_eval: int) -> VoiceData:
+def load_voice(corpus: Path, voice: str, n_train: int, n_eval: int, n_gate: int = 0) -> VoiceData:
+    """The first ``n_train`` train utterances; the first ``n_eval`` eval utterances (held out, scored) and the
+    ``n_gate`` after them (the gate's; a larger corpus build extends the eval list without changing its start)."""
     from hra.corpus import get_voice
     from hra.corpus.build import MANIFEST, read_manifest
 
     rows = [r for r in read_manifest(corpus / MANIFEST) if r["voice"] == voice]
     train = sorted((r for r in rows if r["split"] == "train"), key=lambda r: str(r["id"]))[:n_train]
-    held = sorted((r for r in rows if r["split"] == "eval"), key=lambda r: str(r["id"]))[:n_eval]
-    if len(train) < n_train or len(held) < n_eval:
-        raise ValueError(f"{voice}: corpus has {len(train)} train / {len(held)} eval, needs {n_train} / {n_eval}")
+    held = sorted((r for r in rows if r["split"] == "eval"), key=lambda r: str(r["id"]))[:n_eval + n_gate]
+    if len(train) < n_train or len(held) < n_eval + n_gate:
+        raise ValueError(f"{voice}: corpus has {len(train)} train / {len(held)} eval, "
+                         f"needs {n_train} / {n_eval + n_gate}")
     info = get_voice(voice)
+
+    def waves(selected: list[dict]) -> list[tuple[torch.Tensor, str]]:
+        return [(read_wave(corpus / str(r["path"])), str(r["text"])) for r in selected]
+
     return VoiceData(
-        voice=voice, group=info.group, kind=info.kind,
-        train=[(read_wave(corpus / str(r["path"])), str(r["text"])) for r in train],
-        eval=[(read_wave(corpus / str(r["path"])), str(r["text"])) for r in held],
-        eval_ids=[str(r["id"]) for r in held],
+        voice=voice, group=info.group, kind=info.kind, train=waves(train), eval=waves(held[:n_eval]),
+        eval_ids=[str(r["id"]) for r in held[:n_eval]], gate=waves(held[n_eval:]),
     )
+
+
+def utterance_errors(references: Sequence[str], hypotheses: Sequence[str]) -> list[list[int]]:
+    """[errors, reference words] per utterance."""
+    return [list(word_errors(ref, hyp)) for ref, hyp in zip(references, hypotheses, strict=True)]
+
+
+def product_gate_config():
+    """The evaluation gate's settings as the product ships them (``app.settings`` defaults, not this shell's
+    environment)."""
+    from app.services.gate import GateConfig
+    from app.settings import Settings
+
+    fields = Settings.model_fields
+    return GateConfig(
+        min_eval_words=fields["gate_min_eval_words"].default,
+        min_relative_improvement=fields["gate_min_relative_improvement"].default,
+        confidence=fields["gate_confidence"].default,
+        bootstrap_samples=fields["gate_bootstrap_samples"].default,
+    )
+
+
+def gate_decision(base_errors: Sequence[Sequence[int]], candidate_errors: Sequence[Sequence[int]]) -> dict:
+    """The product's promotion gate (``app.services.gate``) on the gate utterances, against the served base."""
+    from app.services.gate import UtteranceScore, evaluate_gate
+
+    scores = [UtteranceScore(words=n, reference_errors=b, candidate_errors=c)
+              for (b, n), (c, _) in zip(base_errors, candidate_errors, strict=True)]
+    result = evaluate_gate(scores, product_gate_config())
+    return {"decision": result.decision.value, "confidence": result.confidence, "words": result.words,
+            "base_wer": result.reference_wer, "candidate_wer": result.candidate_wer, "reason": result.reason}
 
 
 def score(references: Sequence[str], hypotheses: Sequence[str]) -> dict:
@@ -440,9 +484,21 @@ class Bench:
                   "eval_seconds": round(time.monotonic() - start, 2), "hypotheses": hyps}
         return self.store.put(record)
 
+    def base_gate(self, data: VoiceData) -> dict:
+        """The served base on the gate utterances (what a speaker's first head is gated against)."""
+        key = self._key("base_gate", voice=data.voice, n_gate=len(data.gate))
+        if (hit := self.store.get(key)) is not None:
+            return hit
+        hyps = transcribe(self.f.trained, [w for w, _ in data.gate])
+        record = {"key": key, "kind": "base_gate", "voice": data.voice, "group": data.group,
+                  "utterance_errors": utterance_errors([t for _, t in data.gate], hyps), "hypotheses": hyps}
+        return self.store.put(record)
+
     def system(self, data: VoiceData, size: int, system: System) -> dict:
         key = self._key("system", system, voice=data.voice, size=size)
-        if (hit := self.store.get(key)) is not None:
+        # The gate does not change what is measured, so it is not in the key; --regate measures again what was
+        # measured without one.
+        if (hit := self.store.get(key)) is not None and not (self.options.regate and data.gate and "gate" not in hit):
             return hit
         enrollment = data.train[:size]
         waves = [w for w, _ in data.eval]
@@ -462,17 +518,23 @@ class Bench:
             except (FileNotFoundError, FoundationMismatch) as exc:  # no population prior for this controller
                 return {**record, "skipped": str(exc)}
             model, metrics = result.head, result.metrics
+            run_model = lambda ws: transcribe(foundation, ws, [model] * len(ws))  # noqa: E731
             start = time.monotonic()
-            hyps = transcribe(foundation, waves, [model] * len(waves))
+            hyps = run_model(waves)
             tensors = dict(model.state_dict())
         else:
             result = train_adapter(self.f.trained.backbone, enrollment, self.options.adapter_config(system.adapter),
                                    self.options.training)
             model, metrics = result.adapter, result.metrics
+            run_model = lambda ws: transcribe_adapted(self.f.trained.backbone, model, ws)  # noqa: E731
             start = time.monotonic()
-            hyps = transcribe_adapted(self.f.trained.backbone, model, waves)
+            hyps = run_model(waves)
             tensors = model.trainable_tensors()
         eval_seconds = time.monotonic() - start
+        if data.gate:
+            gate_refs = [t for _, t in data.gate]
+            candidate = utterance_errors(gate_refs, run_model([w for w, _ in data.gate]))
+            record["gate"] = gate_decision(self.base_gate(data)["utterance_errors"], candidate)
         self.trainings.append(metrics["seconds"])
         record.update(score(refs, hyps))
         record.update({
@@ -526,8 +588,9 @@ class Bench:
 def run(options: BenchOptions) -> dict:
     torch.set_num_threads(options.threads)
     t_start = time.monotonic()
-    ensure_corpus(options.corpus, options.voices, max(options.sizes), options.n_eval, jobs=2)
-    ensure_corpus(options.corpus, options.standard_voices, STANDARD_SIZE, options.n_eval, jobs=2)
+    n_held = options.n_eval + options.n_gate
+    ensure_corpus(options.corpus, options.voices, max(options.sizes), n_held, jobs=2)
+    ensure_corpus(options.corpus, options.standard_voices, STANDARD_SIZE, n_held, jobs=2)
     foundations = build_foundations(options)
     product = product_systems(foundations.trained)
     options = replace(options, systems_by_size={
@@ -547,7 +610,7 @@ def run(options: BenchOptions) -> dict:
     records: list[dict] = []
     standard: list[VoiceData] = []
     for voice in options.standard_voices:
-        data = load_voice(options.corpus, voice, STANDARD_SIZE, options.n_eval)
+        data = load_voice(options.corpus, voice, STANDARD_SIZE, options.n_eval, options.n_gate)
         standard.append(data)
         rec = bench.base(data)
         records.append(rec)
@@ -560,7 +623,7 @@ def run(options: BenchOptions) -> dict:
             log(_describe(rec))
 
     for voice in options.voices:
-        data = load_voice(options.corpus, voice, max(options.sizes), options.n_eval)
+        data = load_voice(options.corpus, voice, max(options.sizes), options.n_eval, options.n_gate)
         base = bench.base(data)
         records.append(base)
         log(f"{voice}: base WER {base['wer']:.3f} (capped {base['wer_capped']:.3f})")
@@ -598,7 +661,7 @@ def _describe(rec: dict) -> str:
         return f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} skipped: {rec['skipped']}"
     return (f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} WER {rec['wer']:.3f} "
             f"(capped {rec['wer_capped']:.3f})  {rec['parameters']:>9,d} params  train {rec['train_seconds']:.0f} s "
-            f"({rec['epochs']} ep, {rec['stopped_by']})")
+            f"({rec['epochs']} ep, {rec['stopped_by']})" + (f"  gate: {rec['gate']['decision']}" if "gate" in rec else ""))
 
 
 def _median_by(records: list[dict], field_name: str) -> dict[str, float]:
@@ -646,13 +709,27 @@ def summarize(
                 return r["wer"]
         return None
 
-    def reductions(voices: list[str], size: int, system: str) -> list[float]:
+    def served_wer(voice: str, size: int, system: str) -> float | None:
+        """What the speaker gets: the system if the product's gate promoted it, else the base (None: not gated)."""
+        for r in systems:
+            if r["voice"] == voice and r["size"] == size and r["system"] == system and "gate" in r:
+                return r["wer"] if r["gate"]["decision"] == "promote" else base[voice]["wer"]
+        return None
+
+    def reductions(voices: list[str], size: int, system: str, served: bool = False) -> list[float]:
         out = []
         for v in voices:
-            w = wer(v, size, system)
+            w = (served_wer if served else wer)(v, size, system)
             if w is not None:
                 out.append(rel_reduction(base[v]["wer"], w))
         return out
+
+    def promoted(voices: list[str], size: int, system: str) -> str | None:
+        gated = [r for r in systems if r["voice"] in voices and r["size"] == size and r["system"] == system
+                 and "gate" in r]
+        if not gated:
+            return None
+        return f"{sum(r['gate']['decision'] == 'promote' for r in gated)}/{len(gated)}"
 
     per_system: dict[str, dict] = {}
     for size in options.sizes:
@@ -666,6 +743,9 @@ def summarize(
                 "system": name, "size": size, "voices": len(red_all),
                 "median_rel_wer_reduction_failing": _median(red_fail),
                 "worst_rel_wer_reduction_all": min(red_all),
+                "promoted_by_gate": promoted(new_voices, size, name),
+                "median_served_rel_wer_reduction_failing": _median(reductions(failing, size, name, served=True)),
+                "worst_served_rel_wer_reduction_all": _min_or_none(reductions(new_voices, size, name, served=True)),
                 "median_wer": _median([r["wer"] for r in rows]),
                 "parameters": rows[0]["parameters"], "stored_bytes": rows[0]["stored_bytes"],
                 "train_seconds_median": _median([r["train_seconds"] for r in rows]),
@@ -728,6 +808,20 @@ def summarize(
         "worst_rel_wer_reduction_ffn_50_standard_voices": _min_or_none(
             [rel_reduction(base[v]["wer"], w) for v in std if v in base
              if (w := wer(v, STANDARD_SIZE, ffn_sys)) is not None]),
+        # served = after the product's promotion gate (a rejected head leaves the speaker on the base)
+        "worst_rel_wer_reduction_linear_50_served": per_system.get(f"{lin_sys}_50", {}).get(
+            "worst_served_rel_wer_reduction_all"),
+        "worst_rel_wer_reduction_ffn_50_served": per_system.get(f"{ffn_sys}_50", {}).get(
+            "worst_served_rel_wer_reduction_all"),
+        "median_rel_wer_reduction_linear_50_served": per_system.get(f"{lin_sys}_50", {}).get(
+            "median_served_rel_wer_reduction_failing"),
+        "median_rel_wer_reduction_ffn_50_served": per_system.get(f"{ffn_sys}_50", {}).get(
+            "median_served_rel_wer_reduction_failing"),
+        "promoted_linear_50_new_speaker_voices": promoted(new_voices, HEADLINE_SIZE, lin_sys),
+        "promoted_linear_50_failing_voices": promoted(failing, HEADLINE_SIZE, lin_sys),
+        "promoted_linear_50_standard_voices": promoted(std, STANDARD_SIZE, lin_sys),
+        "worst_rel_wer_reduction_linear_50_standard_voices_served": _min_or_none(
+            reductions([v for v in std if v in base], STANDARD_SIZE, lin_sys, served=True)),
         "headline_heads": f"{lin_sys} / {ffn_sys} (the product's default init)",
         "median_rel_wer_reduction_linear_zero_50": per_system.get("linear_zero_50", {}).get(
             "median_rel_wer_reduction_failing"),
@@ -749,6 +843,10 @@ def summarize(
                                                        lambda x: x >= 0),
         "no_standard_voice_worse_linear_50": _check(
             headline["worst_rel_wer_reduction_linear_50_standard_voices"], lambda x: x >= 0),
+        "no_new_speaker_voice_worse_linear_50_served": _check(
+            headline["worst_rel_wer_reduction_linear_50_served"], lambda x: x >= 0),
+        "no_standard_voice_worse_linear_50_served": _check(
+            headline["worst_rel_wer_reduction_linear_50_standard_voices_served"], lambda x: x >= 0),
         "controller_vs_random_rel_gain_>=_0.10": _check(headline["controller_vs_random_rel_gain"],
                                                         lambda x: x >= 0.10),
         "param_ratio_linear_vs_residual_<=_0.125": _check(headline["param_ratio_linear_vs_residual"],
@@ -771,6 +869,9 @@ def summarize(
             }
             entry["systems"][f"{r['system']}_{r['size']}"]["rel_wer_reduction"] = rel_reduction(
                 base[r["voice"]]["wer"], r["wer"])
+            if "gate" in r:
+                entry["systems"][f"{r['system']}_{r['size']}"]["gate"] = {
+                    k: r["gate"][k] for k in ("decision", "confidence", "base_wer", "candidate_wer")}
     examples = _examples(records)
     return {
         "description": __doc__,
@@ -805,7 +906,7 @@ def summarize(
             "adapters": {k: options.adapter_config(k).to_dict() for k in ("houlsby", "lora", "full_ft")},
             "voices": list(options.voices), "standard_voices": list(options.standard_voices),
             "sizes": list(options.sizes), "systems_by_size": {str(k): list(v) for k, v in options.systems_by_size.items()},
-            "n_eval": options.n_eval, "fail_threshold_capped_wer": FAIL_THRESHOLD,
+            "n_eval": options.n_eval, "n_gate": options.n_gate, "fail_threshold_capped_wer": FAIL_THRESHOLD,
             "corpus": str(options.corpus), "seed": options.training.seed,
             "machine": {"platform": platform.platform(), "torch": torch.__version__, "threads": options.threads,
                         "cpu": cpu_name()},
@@ -860,12 +961,14 @@ def format_table(report: dict) -> str:
             lines.append(f"{voice[:25]:25s} {flag:4s} {'':4s} {entry['base_wer']:6.3f}")
     lines.append("")
     lines.append(f"{'system @ size':22s} {'median rel. red.':>16s} {'worst':>7s} {'params':>10s} {'bytes':>11s} "
-                 f"{'train s':>8s} {'epochs':>6s}")
+                 f"{'train s':>8s} {'epochs':>6s} {'promoted':>8s} {'worst served':>12s}")
     for key, s in report["per_system"].items():
         med = s["median_rel_wer_reduction_failing"]
+        served = s.get("worst_served_rel_wer_reduction_all")
         lines.append(f"{key:22s} {('%.3f' % med) if med is not None else 'n/a':>16s} "
                      f"{s['worst_rel_wer_reduction_all']:7.3f} {s['parameters']:10,d} {s['stored_bytes']:11,d} "
-                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f}")
+                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f} {s.get('promoted_by_gate') or '-':>8s} "
+                     f"{('%.3f' % served) if served is not None else '-':>12s}")
     if report.get("real_speech"):
         rs = report["real_speech"]
         lines.append("")
@@ -898,6 +1001,11 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--quick", action="store_true",
                    help=f"{len(QUICK_VOICES)} voices; every system at 50, the product's linear head at 20 and 100")
     p.add_argument("--eval", type=int, default=40, help="held-out utterances per voice")
+    p.add_argument("--gate", type=int, default=20,
+                   help="eval utterances after the held-out ones on which the product's promotion gate decides "
+                        "(0: no gate)")
+    p.add_argument("--regate", action="store_true",
+                   help="train again the systems the results store holds without a gate decision")
     p.add_argument("--corpus", type=Path, default=ROOT / "corpus")
     p.add_argument("--work-dir", type=Path, default=ROOT / "var" / "bench_foundation")
     p.add_argument("--out", type=Path, default=None, help="results JSON (default benchmarks/results/foundation.json)")
@@ -951,7 +1059,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     return BenchOptions(
         voices=voices, standard_voices=() if args.standard_voices == "none" else tuple(
             v.name for v in select_voices(args.standard_voices)),
-        sizes=sizes, systems_by_size=by_size, n_eval=args.eval, corpus=args.corpus, work_dir=args.work_dir, out=out,
+        sizes=sizes, systems_by_size=by_size, n_eval=args.eval, n_gate=args.gate, regate=args.regate, corpus=args.corpus, work_dir=args.work_dir, out=out,
         controller=args.controller, variant_controllers=variant_paths,
         train_variant_controllers=args.train_variant_controllers == "yes" or (
             args.train_variant_controllers == "auto" and not args.quick),

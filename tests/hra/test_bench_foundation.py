@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hra.bench.foundation import (
-    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, BenchOptions, Foundations, ResultStore, parse_args, rel_reduction, summarize,
-    variant_controller_argv,
+    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, BenchOptions, Foundations, ResultStore, gate_decision, parse_args,
+    rel_reduction, summarize, variant_controller_argv,
 )
 
 
@@ -109,6 +109,34 @@ def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst()
     assert h["base_wer_real_speech"] == 0.05 and h["faster_whisper_wer_real_speech"] == 0.06
     assert report["targets"]["no_new_speaker_voice_worse_linear_50"]["met"] is False
     assert report["targets"]["real_speech_within_0.03_of_faster_whisper"]["met"] is True
+    assert h["worst_rel_wer_reduction_linear_50_served"] is None  # nothing gated in these records
+
+
+def test_gate_decides_what_a_speaker_is_served():
+    improves = gate_decision([[3, 10]] * 20, [[1, 10]] * 20)
+    assert improves["decision"] == "promote" and improves["candidate_wer"] == pytest.approx(0.1)
+    worse = gate_decision([[1, 10]] * 20, [[2, 10]] * 20)
+    assert worse["decision"] == "reject"
+    too_few_words = gate_decision([[3, 10]] * 2, [[0, 10]] * 2)  # 20 words < the product's 40
+    assert too_few_words["decision"] == "reject" and "too few" in too_few_words["reason"]
+
+    options = BenchOptions(voices=("v1", "v2", "v3"), standard_voices=(), sizes=(50,),
+                           systems_by_size={50: ("linear_zero",)})
+    records = [
+        _base("v1", 2.0, 0.9), _base("v2", 1.0, 0.8), _base("v3", 0.2, 0.2),
+        {**_sys("v1", 50, "linear_zero", 0.5, 100), "gate": improves},
+        {**_sys("v2", 50, "linear_zero", 0.5, 100), "gate": improves},
+        {**_sys("v3", 50, "linear_zero", 0.3, 100), "gate": worse},  # worse head, rejected: v3 keeps the base
+    ]
+    foundations = Foundations(_Foundation(), _Foundation(), {}, "trained (test)", {})
+    report = summarize(options, foundations, records, None)
+    h = report["headline"]
+    assert h["worst_rel_wer_reduction_linear_50"] == pytest.approx(-0.5)  # the head itself
+    assert h["worst_rel_wer_reduction_linear_50_served"] == 0.0  # what the speaker gets
+    assert h["promoted_linear_50_new_speaker_voices"] == "2/3"
+    assert h["median_rel_wer_reduction_linear_50_served"] == pytest.approx((0.75 + 0.5) / 2)
+    assert report["targets"]["no_new_speaker_voice_worse_linear_50_served"]["met"] is True
+    assert report["per_voice"]["v3"]["systems"]["linear_zero_50"]["gate"]["decision"] == "reject"
 
 
 def test_variant_controllers_are_trained_by_the_shipped_command_with_their_options(tmp_path: Path):
