@@ -661,7 +661,8 @@ def _describe(rec: dict) -> str:
         return f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} skipped: {rec['skipped']}"
     return (f"{rec['voice']} {rec['size']:>3} {rec['system']:<12} WER {rec['wer']:.3f} "
             f"(capped {rec['wer_capped']:.3f})  {rec['parameters']:>9,d} params  train {rec['train_seconds']:.0f} s "
-            f"({rec['epochs']} ep, {rec['stopped_by']})" + (f"  gate: {rec['gate']['decision']}" if "gate" in rec else ""))
+            f"({rec['epochs']} ep, {rec['stopped_by']})"
+            + (f"  gate: {rec['gate']['decision']}" if "gate" in rec else ""))
 
 
 def _median_by(records: list[dict], field_name: str) -> dict[str, float]:
@@ -967,7 +968,8 @@ def format_table(report: dict) -> str:
         served = s.get("worst_served_rel_wer_reduction_all")
         lines.append(f"{key:22s} {('%.3f' % med) if med is not None else 'n/a':>16s} "
                      f"{s['worst_rel_wer_reduction_all']:7.3f} {s['parameters']:10,d} {s['stored_bytes']:11,d} "
-                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f} {s.get('promoted_by_gate') or '-':>8s} "
+                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f} "
+                     f"{s.get('promoted_by_gate') or '-':>8s} "
                      f"{('%.3f' % served) if served is not None else '-':>12s}")
     if report.get("real_speech"):
         rs = report["real_speech"]
@@ -1059,7 +1061,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     return BenchOptions(
         voices=voices, standard_voices=() if args.standard_voices == "none" else tuple(
             v.name for v in select_voices(args.standard_voices)),
-        sizes=sizes, systems_by_size=by_size, n_eval=args.eval, n_gate=args.gate, regate=args.regate, corpus=args.corpus, work_dir=args.work_dir, out=out,
+        sizes=sizes, systems_by_size=by_size, n_eval=args.eval, n_gate=args.gate, regate=args.regate,
+        corpus=args.corpus, work_dir=args.work_dir, out=out,
         controller=args.controller, variant_controllers=variant_paths,
         train_variant_controllers=args.train_variant_controllers == "yes" or (
             args.train_variant_controllers == "auto" and not args.quick),
