@@ -498,7 +498,8 @@ class Bench:
         key = self._key("system", system, voice=data.voice, size=size)
         # The gate does not change what is measured, so it is not in the key; --regate measures again what was
         # measured without one.
-        if (hit := self.store.get(key)) is not None and not (self.options.regate and data.gate and "gate" not in hit):
+        regate = self.options.regate and self.options.measure and data.gate
+        if (hit := self.store.get(key)) is not None and not (regate and "gate" not in hit):
             return hit
         enrollment = data.train[:size]
         waves = [w for w, _ in data.eval]
