@@ -267,14 +267,17 @@ class ResultStore:
 
     def __init__(self, path: Path, imports: Sequence[Path] = ()) -> None:
         """``imports``: other runs' results.jsonl (another machine, another process, a committed file); what they
-        hold and this store lacks is copied into it, so runs over voice subsets merge into one."""
+        hold and this store lacks, or holds only without a gate decision, is copied into it, so runs over voice
+        subsets merge into one."""
         self.path = path
         self.records: dict[str, dict] = {}
         if path.exists():
             self.records.update(self._read(path))
         for other in imports:
             for key, record in self._read(Path(other)).items():
-                if key not in self.records:
+                mine = self.records.get(key)
+                # a measurement with a gate decision supersedes one of the same key without (see --regate)
+                if mine is None or ("gate" in record and "gate" not in mine):
                     self.put(record)
 
     @staticmethod

@@ -64,6 +64,16 @@ def test_result_store_merges_other_runs_without_overwriting_its_own(tmp_path: Pa
     assert len(mine.read_text().splitlines()) == 2
 
 
+def test_a_gated_measurement_supersedes_an_ungated_one_of_the_same_key(tmp_path: Path):
+    seeded, regated = tmp_path / "seeded.jsonl", tmp_path / "regated.jsonl"
+    ResultStore(seeded).put({"key": "a", "wer": 0.5})
+    ResultStore(regated).put({"key": "a", "wer": 0.4, "gate": {"decision": "promote"}})
+    merged = ResultStore(tmp_path / "merged.jsonl", [seeded, regated])
+    assert merged.get("a")["gate"]["decision"] == "promote"
+    again = ResultStore(tmp_path / "again.jsonl", [regated, seeded])  # order does not matter
+    assert again.get("a")["wer"] == 0.4
+
+
 def test_systems_per_size_and_product_head_aliases_parse():
     options = parse_args(["--sizes", "50", "--systems", "linear,houlsby", "--at", "20=linear", "--at", "100=ffn",
                           "--summarize-only"])
