@@ -68,6 +68,7 @@ import torch
 
 from hra.baselines import AdapterConfig, DEFAULT_LEARNING_RATES, train_adapter, transcribe_adapted
 from hra.baselines.adapters import tensors_to_bytes
+from hra.bench.speed import REFERENCE_MACHINE, REFERENCE_STEP_SECONDS, speed_factor
 from hra.errors import FoundationMismatch
 from hra.foundation import DEFAULT_CONTROLLER_PATH, Foundation, load_foundation
 from hra.hra.artifacts import load_controller
@@ -152,6 +153,9 @@ class BenchOptions:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     threads: int = 1
+    # Budgets are in reference seconds (``hra.bench.speed``): every training gets ``training.max_seconds`` x this
+    # factor of wall-clock time. None: measured at the start of a run.
+    speed_factor: float | None = None
 
     def adapter_config(self, kind: str) -> AdapterConfig:
         return AdapterConfig(kind, bottleneck=self.houlsby_bottleneck, rank=self.lora_rank, alpha=self.lora_alpha)
@@ -453,6 +457,9 @@ class Bench:
         self.f = foundations
         self.store = ResultStore(options.work_dir / "results.jsonl", options.import_results)
         self.trainings: list[float] = []
+        # What trainings get here: the nominal budget (in the measurement keys) scaled to this machine's speed.
+        factor = options.speed_factor if options.speed_factor is not None else 1.0
+        self.training = replace(options.training, max_seconds=options.training.max_seconds * factor)
 
     def _key(self, kind: str, system: System | None = None, **parts: object) -> str:
         """A measurement's key covers exactly what it depends on: the base and real speech only the backbone
@@ -516,7 +523,7 @@ class Bench:
             if foundation is None:
                 why = self.f.variant_kinds[system.controller]
                 return {**record, "skipped": f"no {system.controller!r} controller: {why}"}
-            training = replace(self.options.training, head_type=system.head_type, init=system.init)
+            training = replace(self.training, head_type=system.head_type, init=system.init)
             try:
                 result = train_head(foundation, enrollment, training)
             except (FileNotFoundError, FoundationMismatch) as exc:  # no population prior for this controller
@@ -528,7 +535,7 @@ class Bench:
             tensors = dict(model.state_dict())
         else:
             result = train_adapter(self.f.trained.backbone, enrollment, self.options.adapter_config(system.adapter),
-                                   self.options.training)
+                                   self.training)
             model, metrics = result.adapter, result.metrics
             run_model = lambda ws: transcribe_adapted(self.f.trained.backbone, model, ws)  # noqa: E731
             start = time.monotonic()
@@ -545,6 +552,8 @@ class Bench:
             "parameters": metrics["parameters"],
             "stored_bytes": len(tensors_to_bytes(tensors)),
             "train_seconds": metrics["seconds"],
+            "speed_factor": self.options.speed_factor,
+            "budget_seconds": round(self.training.max_seconds, 2),
             "eval_seconds": round(eval_seconds, 2),
             "epochs": metrics["epochs"], "steps": metrics["steps"], "best_epoch": metrics["best_epoch"],
             "stopped_by": metrics["stopped_by"], "holdout_loss": metrics["holdout_loss"],
@@ -600,8 +609,15 @@ def run(options: BenchOptions) -> dict:
     options = replace(options, systems_by_size={
         size: tuple(dict.fromkeys(product.get(n, n) for n in names)) for size, names in options.systems_by_size.items()
     })
-    bench = Bench(options, foundations)
     log = lambda msg: print(f"[{time.monotonic() - t_start:7.0f} s] {msg}", flush=True)  # noqa: E731
+    if options.measure and options.speed_factor is None:
+        factor, step_seconds = speed_factor(foundations.trained)
+        options = replace(options, speed_factor=round(factor, 3))
+        log(f"reference step {step_seconds:.2f} s here, {REFERENCE_STEP_SECONDS:.2f} s on the reference machine: "
+            f"speed factor {options.speed_factor:.2f}, training budget "
+            f"{options.training.max_seconds * options.speed_factor:.0f} s of wall clock "
+            f"({options.training.max_seconds:.0f} reference seconds)")
+    bench = Bench(options, foundations)
     log(f"foundation {foundations.trained.fingerprint[:12]} ({foundations.controller_kind}); "
         f"context {_context_label(foundations.trained)}; {len(options.voices)} new-speaker voices, "
         f"sizes {list(options.sizes)}, {len(options.standard_voices)} standard voices")
@@ -687,6 +703,13 @@ def rel_reduction(base_wer: float, wer: float) -> float:
     return (base_wer - wer) / base_wer
 
 
+def reference_seconds(record: dict) -> float:
+    """A measurement's training seconds on the reference machine (``hra.bench.speed``). Measurements taken before
+    the benchmark calibrated its budgets carry no factor: they ran on reference-class machines (factor taken as 1;
+    run A's machine was about 0.77)."""
+    return record["train_seconds"] / (record.get("speed_factor") or 1.0)
+
+
 def _median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -754,6 +777,7 @@ def summarize(
                 "median_wer": _median([r["wer"] for r in rows]),
                 "parameters": rows[0]["parameters"], "stored_bytes": rows[0]["stored_bytes"],
                 "train_seconds_median": _median([r["train_seconds"] for r in rows]),
+                "train_reference_seconds_median": _median([reference_seconds(r) for r in rows]),
                 "epochs_median": _median([r["epochs"] for r in rows]),
             }
 
@@ -789,6 +813,7 @@ def summarize(
         "worst_rel_wer_reduction_linear_50": per_system.get(f"{lin_sys}_50", {}).get("worst_rel_wer_reduction_all"),
         "param_ratio_linear_vs_residual": (lin / res) if lin and res else None,
         "train_seconds_linear_50": s50.get("train_seconds_median"),
+        "train_reference_seconds_linear_50": s50.get("train_reference_seconds_median"),
         "controller_vs_random_rel_gain": gain_over("linear_zero", "hra_random"),
         "base_wer_real_speech": real["base"]["wer"] if real else None,
         "faster_whisper_wer_real_speech": real["faster_whisper_beam5_int8"]["wer"] if real else None,
@@ -907,6 +932,12 @@ def summarize(
             "variant_controllers": foundations.variant_kinds,
             "context": _context_label(foundations.trained),
             "training": asdict(options.training),
+            "budget": {
+                "training_reference_seconds": options.training.max_seconds,
+                "reference_machine": REFERENCE_MACHINE, "reference_step_seconds": REFERENCE_STEP_SECONDS,
+                "speed_factor_this_run": options.speed_factor,
+                "speed_factors_measured": sorted({r.get("speed_factor") or 1.0 for r in systems}),
+            },
             "baseline_learning_rates": DEFAULT_LEARNING_RATES,
             "adapters": {k: options.adapter_config(k).to_dict() for k in ("houlsby", "lora", "full_ft")},
             "voices": list(options.voices), "standard_voices": list(options.standard_voices),
@@ -1022,7 +1053,10 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--train-variant-controllers", choices=("auto", "yes", "no"), default="auto",
                    help="train the variant systems' controllers when missing, ~25 min each (auto: not with --quick)")
     p.add_argument("--max-seconds", type=float, default=HeadTrainingOptions.max_seconds,
-                   help="training budget of every system (seconds, data preparation included)")
+                   help="training budget of every system (reference seconds, data preparation included)")
+    p.add_argument("--speed-factor", type=float, default=None,
+                   help="wall-clock seconds per reference second (default: measured at the start, see "
+                        "hra.bench.speed; 1: budgets in this machine's seconds)")
     p.add_argument("--no-real-speech", action="store_true")
     p.add_argument("--houlsby-bottleneck", type=int, default=64)
     p.add_argument("--lora-rank", type=int, default=8)
@@ -1074,6 +1108,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         quick=args.quick, training=HeadTrainingOptions(max_seconds=args.max_seconds),
         import_results=tuple(args.import_results), measure=not args.summarize_only,
         houlsby_bottleneck=args.houlsby_bottleneck, lora_rank=args.lora_rank, threads=args.threads,
+        speed_factor=args.speed_factor,
     )
 
 

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from hra.bench.foundation import (
-    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, BenchOptions, Foundations, ResultStore, gate_decision, parse_args,
-    rel_reduction, summarize, variant_controller_argv,
+    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, Bench, BenchOptions, Foundations, ResultStore, gate_decision, parse_args,
+    reference_seconds, rel_reduction, summarize, variant_controller_argv,
 )
 
 
@@ -164,3 +164,41 @@ def test_variant_controllers_are_trained_by_the_shipped_command_with_their_optio
                                    tmp_path / "work")
     assert json.loads(argv[argv.index("--options") + 1]) == {"u_init": 0.5, "train_u": True, "head_lr": 0.003,
                                                              "include_decoder": True}
+
+
+def test_budgets_scale_with_the_machine_speed_but_keys_stay_nominal(tmp_path: Path):
+    from tests.hra.fake_backbone import make_fake_foundation
+
+    fake = make_fake_foundation()
+    foundations = Foundations(fake, fake, {}, "trained (test)", {})
+
+    def bench(factor):
+        options = BenchOptions(voices=("v1",), standard_voices=(), sizes=(50,), systems_by_size={50: ("linear_zero",)},
+                               work_dir=tmp_path / str(factor), speed_factor=factor)
+        return Bench(options, foundations)
+
+    slow, reference = bench(2.5), bench(None)
+    assert slow.training.max_seconds == pytest.approx(2.5 * 60) and reference.training.max_seconds == 60
+    system = SYSTEMS_BY_NAME["linear_zero"]
+    # a measurement on a slow machine with a scaled budget is the same measurement as on the reference machine
+    assert slow._key("system", system, voice="v1", size=50) == reference._key("system", system, voice="v1", size=50)
+    assert parse_args(["--speed-factor", "1"]).speed_factor == 1.0 and parse_args([]).speed_factor is None
+
+
+def test_reference_step_times_a_training_step_and_gives_a_factor(monkeypatch):
+    import hra.bench.speed as speed
+    from tests.hra.fake_backbone import make_fake_foundation
+
+    fake = make_fake_foundation()
+    seconds = speed.reference_step_seconds(fake, repeats=2)
+    assert 0 < seconds < 10
+    with pytest.raises(ValueError):
+        speed.reference_step_seconds(fake, repeats=0)
+    monkeypatch.setattr(speed, "reference_step_seconds", lambda foundation, repeats: 3.0)
+    factor, measured = speed.speed_factor(fake)
+    assert measured == 3.0 and factor == pytest.approx(3.0 / speed.REFERENCE_STEP_SECONDS)
+
+
+def test_training_seconds_are_reported_in_reference_seconds_too():
+    assert reference_seconds({"train_seconds": 120.0, "speed_factor": 2.0}) == 60.0
+    assert reference_seconds({"train_seconds": 45.0}) == 45.0  # measured before calibration: taken as reference
