@@ -9,7 +9,8 @@
 # and the merged store is committed as benchmarks/results/foundation_measurements.jsonl. Each trained system also
 # faces the product's promotion gate on 20 more eval utterances per voice (the report's "served" numbers);
 # measurements stored before the gate existed are trained again only with --regate (BENCH_ARGS=--regate).
-# Wall-clock budgets make the numbers depend on the machine's speed: compare systems measured in one run.
+# Budgets are in reference seconds: each invocation times a reference step and scales them to this machine's
+# speed (hra/bench/speed.py; about +-10 %), so runs on different machines compare.
 # Usage: benchmarks/foundation_headline.sh   (last line: the headline JSON)
 set -eu
 PY=${PY:-.venv/bin/python}

@@ -14,7 +14,9 @@ once (seed 0) and scored on the held-out utterances:
   train worker runs), started at zero or at the population prior shipped with the controller;
 - ``houlsby`` / ``lora`` / ``full_ft``: the baselines of ``hra.baselines`` (bottleneck adapters after every
   encoder block, LoRA on the encoder's attention and FFN projections, the whole encoder fine-tuned), trained by
-  the same loop with the same enrollment data, held-out slice, schedule and wall-clock budget as the heads;
+  the same loop with the same enrollment data, held-out slice, schedule and budget as the heads (60 reference
+  seconds: wall-clock seconds scaled by this machine's measured speed against the reference machine's,
+  ``hra.bench.speed``, so that runs on different machines compare);
 - ``hra_u0``: a linear head on a controller without recurrence: trained by the shipped controller's own command
   with u = 0 fixed (in ``<work-dir>/controller_u0``, trained there when missing, ~25 min; with ``--quick`` only
   if already there or ``--train-variant-controllers yes``), else the trained controller with u set to 0;
