@@ -807,6 +807,7 @@ def summarize(
         return None
 
     lin, res = params(lin_sys), params("houlsby")
+    calibrated = [r["speed_factor"] for r in systems if r.get("speed_factor")]
     s50 = per_system.get(f"{lin_sys}_{HEADLINE_SIZE}", {})
     headline = {
         "base_wer_standard_voices": base_wer_standard,
@@ -938,7 +939,9 @@ def summarize(
                 "training_reference_seconds": options.training.max_seconds,
                 "reference_machine": REFERENCE_MACHINE, "reference_step_seconds": REFERENCE_STEP_SECONDS,
                 "speed_factor_this_run": options.speed_factor,
-                "speed_factors_measured": sorted({r.get("speed_factor") or 1.0 for r in systems}),
+                "measurements_calibrated": sum(1 for r in systems if r.get("speed_factor")),
+                "measurements_before_calibration": sum(1 for r in systems if not r.get("speed_factor")),
+                "speed_factor_range": [min(calibrated), max(calibrated)] if calibrated else None,
             },
             "baseline_learning_rates": DEFAULT_LEARNING_RATES,
             "adapters": {k: options.adapter_config(k).to_dict() for k in ("houlsby", "lora", "full_ft")},

@@ -92,7 +92,8 @@ def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst()
     records = [
         _base("v1", 2.0, 0.9), _base("v2", 1.0, 0.8), _base("v3", 0.2, 0.2),  # v3: the base handles it
         _base("s1", 0.1, 0.1, group="standard", words=200),
-        _sys("v1", 50, "linear_zero", 0.5, 100, seconds=40), _sys("v2", 50, "linear_zero", 0.5, 100, seconds=60),
+        _sys("v1", 50, "linear_zero", 0.5, 100, seconds=40),
+        {**_sys("v2", 50, "linear_zero", 0.5, 100, seconds=60), "speed_factor": 2.0},  # 30 reference seconds
         _sys("v3", 50, "linear_zero", 0.3, 100, seconds=50),
         _sys("v1", 50, "ffn_zero", 0.4, 200), _sys("v2", 50, "ffn_zero", 0.4, 200), _sys("v3", 50, "ffn_zero", 0.2, 200),
         _sys("v1", 50, "houlsby", 0.5, 1000), _sys("v2", 50, "houlsby", 0.4, 1000),
@@ -112,6 +113,9 @@ def test_headline_uses_failing_voices_for_medians_and_all_voices_for_the_worst()
     assert h["worst_rel_wer_reduction_linear_50"] == pytest.approx(-0.5)  # v3 got worse
     assert h["param_ratio_linear_vs_residual"] == pytest.approx(0.1)
     assert h["train_seconds_linear_50"] == pytest.approx(50)
+    assert h["train_reference_seconds_linear_50"] == pytest.approx(40)  # 40, 30, 50
+    budget = report["setup"]["budget"]
+    assert budget["measurements_calibrated"] == 1 and budget["speed_factor_range"] == [2.0, 2.0]
     assert h["controller_vs_random_rel_gain"] == pytest.approx((0.5 + 0.0) / 2)
     assert h["linear_vs_residual_rel_wer_50"] == pytest.approx((0.0 + 0.25) / 2)
     assert h["base_wer_standard_voices"] == pytest.approx(0.1)
