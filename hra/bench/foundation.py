@@ -1002,13 +1002,13 @@ def format_table(report: dict) -> str:
             lines.append(f"{voice[:25]:25s} {flag:4s} {'':4s} {entry['base_wer']:6.3f}")
     lines.append("")
     lines.append(f"{'system @ size':22s} {'median rel. red.':>16s} {'worst':>7s} {'params':>10s} {'bytes':>11s} "
-                 f"{'train s':>8s} {'epochs':>6s} {'promoted':>8s} {'worst served':>12s}")
+                 f"{'ref. s':>8s} {'epochs':>6s} {'promoted':>8s} {'worst served':>12s}")
     for key, s in report["per_system"].items():
         med = s["median_rel_wer_reduction_failing"]
         served = s.get("worst_served_rel_wer_reduction_all")
         lines.append(f"{key:22s} {('%.3f' % med) if med is not None else 'n/a':>16s} "
                      f"{s['worst_rel_wer_reduction_all']:7.3f} {s['parameters']:10,d} {s['stored_bytes']:11,d} "
-                     f"{s['train_seconds_median']:8.1f} {s['epochs_median']:6.1f} "
+                     f"{s['train_reference_seconds_median']:8.1f} {s['epochs_median']:6.1f} "
                      f"{s.get('promoted_by_gate') or '-':>8s} "
                      f"{('%.3f' % served) if served is not None else '-':>12s}")
     if report.get("real_speech"):
