@@ -128,8 +128,8 @@ def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances,
     auto = HeadTrainingOptions(**{**options.__dict__, "init": "auto"})
     assert train_head(foundation, utterances, auto).metrics["init"] == "zero"
     prior = foundation.new_head("linear")
-    with torch.no_grad():
-        prior.out.weight.fill_(0.01)
+    with torch.no_grad():  # not a constant: a correction along the all-ones direction is what LayerNorm removes
+        prior.out.weight.copy_(0.1 * torch.randn(prior.out.weight.shape, generator=torch.Generator().manual_seed(0)))
     (tmp_path / "prior_linear.safetensors").write_bytes(head_to_bytes(prior, foundation, {"kind": "prior"}))
     result = train_head(foundation, utterances, auto)
     assert result.metrics["init"] == "prior"
