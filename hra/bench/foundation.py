@@ -61,7 +61,7 @@ import shlex
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -459,9 +459,25 @@ class Bench:
         self.f = foundations
         self.store = ResultStore(options.work_dir / "results.jsonl", options.import_results)
         self.trainings: list[float] = []
-        # What trainings get here: the nominal budget (in the measurement keys) scaled to this machine's speed.
-        factor = options.speed_factor if options.speed_factor is not None else 1.0
-        self.training = replace(options.training, max_seconds=options.training.max_seconds * factor)
+        self.log: Callable[[str], None] = print
+
+    @property
+    def speed_factor(self) -> float:
+        """The given factor, else measured once, when the first training needs it (a run that finds everything
+        in its store measures nothing)."""
+        if self.options.speed_factor is None:
+            factor, step_seconds = speed_factor(self.f.trained)
+            self.options = replace(self.options, speed_factor=round(factor, 3))
+            nominal = self.options.training.max_seconds
+            self.log(f"reference step {step_seconds:.2f} s here, {REFERENCE_STEP_SECONDS:.2f} s on the reference "
+                     f"machine: speed factor {self.options.speed_factor:.2f}, training budget "
+                     f"{nominal * self.options.speed_factor:.0f} s of wall clock ({nominal:.0f} reference seconds)")
+        return self.options.speed_factor
+
+    @property
+    def training(self) -> HeadTrainingOptions:
+        """What trainings get here: the nominal budget (in the measurement keys) scaled to this machine's speed."""
+        return replace(self.options.training, max_seconds=self.options.training.max_seconds * self.speed_factor)
 
     def _key(self, kind: str, system: System | None = None, **parts: object) -> str:
         """A measurement's key covers exactly what it depends on: the base and real speech only the backbone
@@ -554,7 +570,7 @@ class Bench:
             "parameters": metrics["parameters"],
             "stored_bytes": len(tensors_to_bytes(tensors)),
             "train_seconds": metrics["seconds"],
-            "speed_factor": self.options.speed_factor,
+            "speed_factor": self.speed_factor,
             "budget_seconds": round(self.training.max_seconds, 2),
             "eval_seconds": round(eval_seconds, 2),
             "epochs": metrics["epochs"], "steps": metrics["steps"], "best_epoch": metrics["best_epoch"],
@@ -612,14 +628,8 @@ def run(options: BenchOptions) -> dict:
         size: tuple(dict.fromkeys(product.get(n, n) for n in names)) for size, names in options.systems_by_size.items()
     })
     log = lambda msg: print(f"[{time.monotonic() - t_start:7.0f} s] {msg}", flush=True)  # noqa: E731
-    if options.measure and options.speed_factor is None:
-        factor, step_seconds = speed_factor(foundations.trained)
-        options = replace(options, speed_factor=round(factor, 3))
-        log(f"reference step {step_seconds:.2f} s here, {REFERENCE_STEP_SECONDS:.2f} s on the reference machine: "
-            f"speed factor {options.speed_factor:.2f}, training budget "
-            f"{options.training.max_seconds * options.speed_factor:.0f} s of wall clock "
-            f"({options.training.max_seconds:.0f} reference seconds)")
     bench = Bench(options, foundations)
+    bench.log = log
     log(f"foundation {foundations.trained.fingerprint[:12]} ({foundations.controller_kind}); "
         f"context {_context_label(foundations.trained)}; {len(options.voices)} new-speaker voices, "
         f"sizes {list(options.sizes)}, {len(options.standard_voices)} standard voices")
@@ -655,7 +665,7 @@ def run(options: BenchOptions) -> dict:
                 records.append(rec)
                 log(_describe(rec))
 
-    report = summarize(options, foundations, records, real, product)
+    report = summarize(bench.options, foundations, records, real, product)
     report["timing"] = {
         "total_seconds_this_invocation": round(time.monotonic() - t_start, 1),
         "trainings_this_invocation": len(bench.trainings),

@@ -2,14 +2,14 @@
 
 The foundation benchmark gives every system the product's wall-clock training budget (60 s). The "same" 2-core
 VM has not been the same machine from day to day: run B found it 1.3x slower than run A (both with native
-bfloat16 matmuls), and a later day's AVX2-only EPYC (no native bfloat16: float32) trained 2.3x slower than run B,
+bfloat16 matmuls), and a later day's AVX2-only EPYC (no native bfloat16: float32) trained 2.05x slower than run B,
 so a 60-s budget bought 5-6 epochs instead of 12 and every system's WER moved with the hardware, not the method.
 
 So the benchmark times a fixed reference step (a zero linear head's teacher-forced forward and backward on a
 fixed batch, in the precision training would use here) and scales every training budget by
 ``speed factor = this machine's step time / REFERENCE_STEP_SECONDS``: budgets are in *reference seconds*, the
-seconds of the run-B machine. Measurements from different days then compare (to within the few percent by which
-the step's speed ratio differs from a whole training's). The product itself keeps wall-clock budgets: a speaker
+seconds of the run-B machine. Measurements from different days then compare, to within the calibration's spread
+(single measurements of the factor varied by about +-10 %). The product itself keeps wall-clock budgets: a speaker
 waits in wall-clock time.
 """
 
@@ -20,7 +20,7 @@ import time
 import torch
 
 from hra.foundation import Foundation
-from hra.training.data import prepare_batches
+from hra.training.data import SAMPLE_RATE, prepare_batches
 from hra.training.head import batch_loss, resolve_precision
 
 # Derived on the AVX2-only EPYC (float32) of 2026-11-23: its reference step took 1.82 s (median of 14 measurements,
@@ -44,7 +44,7 @@ def reference_step_seconds(foundation: Foundation, repeats: int = 7, precision: 
         raise ValueError("repeats must be >= 1")
     backbone = foundation.backbone
     generator = torch.Generator().manual_seed(0)
-    samples = int(_SECONDS * 16000)
+    samples = int(_SECONDS * SAMPLE_RATE)
     waveforms = [0.05 * torch.randn(samples, generator=generator) for _ in range(_UTTERANCES)]
     targets = [backbone.token_ids(_TEXT)] * _UTTERANCES
     indices = list(range(_UTTERANCES))

@@ -181,7 +181,7 @@ def test_budgets_scale_with_the_machine_speed_but_keys_stay_nominal(tmp_path: Pa
                                work_dir=tmp_path / str(factor), speed_factor=factor)
         return Bench(options, foundations)
 
-    slow, reference = bench(2.5), bench(None)
+    slow, reference = bench(2.5), bench(1.0)
     assert slow.training.max_seconds == pytest.approx(2.5 * 60) and reference.training.max_seconds == 60
     system = SYSTEMS_BY_NAME["linear_zero"]
     # a measurement on a slow machine with a scaled budget is the same measurement as on the reference machine
@@ -206,3 +206,19 @@ def test_reference_step_times_a_training_step_and_gives_a_factor(monkeypatch):
 def test_training_seconds_are_reported_in_reference_seconds_too():
     assert reference_seconds({"train_seconds": 120.0, "speed_factor": 2.0}) == 60.0
     assert reference_seconds({"train_seconds": 45.0}) == 45.0  # measured before calibration: taken as reference
+
+
+def test_the_speed_factor_is_measured_once_and_only_when_a_training_needs_it(tmp_path: Path, monkeypatch):
+    import hra.bench.foundation as bench_module
+    from tests.hra.fake_backbone import make_fake_foundation
+
+    calls = []
+    monkeypatch.setattr(bench_module, "speed_factor", lambda foundation: calls.append(1) or (2.0, 1.78))
+    fake = make_fake_foundation()
+    options = BenchOptions(voices=("v1",), standard_voices=(), sizes=(50,), systems_by_size={50: ("linear_zero",)},
+                           work_dir=tmp_path)
+    bench = Bench(options, Foundations(fake, fake, {}, "trained (test)", {}))
+    bench.log = lambda msg: None
+    assert calls == []  # constructing a bench (a run whose store holds everything) measures nothing
+    assert bench.training.max_seconds == pytest.approx(120) and bench.training.max_seconds == pytest.approx(120)
+    assert calls == [1] and bench.options.speed_factor == 2.0
