@@ -1077,6 +1077,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
+    if args.speed_factor is not None and args.speed_factor <= 0:
+        p.error(f"--speed-factor must be positive, got {args.speed_factor:g}")
 
     def system_names(text: str) -> tuple[str, ...]:
         names = tuple(s for s in text.split(",") if s)

@@ -187,6 +187,8 @@ def test_budgets_scale_with_the_machine_speed_but_keys_stay_nominal(tmp_path: Pa
     # a measurement on a slow machine with a scaled budget is the same measurement as on the reference machine
     assert slow._key("system", system, voice="v1", size=50) == reference._key("system", system, voice="v1", size=50)
     assert parse_args(["--speed-factor", "1"]).speed_factor == 1.0 and parse_args([]).speed_factor is None
+    with pytest.raises(SystemExit):
+        parse_args(["--speed-factor", "0"])
 
 
 def test_reference_step_times_a_training_step_and_gives_a_factor(monkeypatch):
