@@ -164,7 +164,9 @@ class HRAMLService:
         torch.set_num_threads(max(1, self._settings.torch_threads))
         device = resolve_device(self._settings.device)
         logger.info("loading the foundation on %s", device)
-        return load_foundation(controller_path=self._settings.controller_path, device=device)
+        return load_foundation(
+            controller_path=self._settings.controller_path, device=device, beam_size=self._settings.beam_size
+        )
 
     def warm_up(self) -> None:
         self._get_foundation()

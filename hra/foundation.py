@@ -166,12 +166,18 @@ def _backbone_device(backbone: Backbone) -> torch.device:
     return torch.device(getattr(backbone, "device", "cpu"))
 
 
-def load_foundation(controller_path: str | Path | None = None, device: str | torch.device = "cpu") -> Foundation:
+def load_foundation(
+    controller_path: str | Path | None = None, device: str | torch.device = "cpu", beam_size: int | None = None
+) -> Foundation:
     """Whisper tiny.en from the pinned wheel + the shipped (or given) controller.
+
+    ``beam_size``: decoding's beam for heads and base alike (None: ``DecodingOptions``' default; 1: greedy).
+    Decoding is not part of the fingerprint: a head decodes the same way under any beam.
 
     Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file).
     """
-    from hra.backbone.whisper import BASE_SERVING_CONTEXT, load_whisper_tiny_en
+    from hra.backbone.decoding import DecodingOptions
+    from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
 
     path = Path(controller_path) if controller_path is not None else DEFAULT_CONTROLLER_PATH
     if not path.is_file():
@@ -180,7 +186,8 @@ def load_foundation(controller_path: str | Path | None = None, device: str | tor
             f"`{CONTROLLER_REBUILD_COMMAND}`) or set HRA_CONTROLLER_PATH"
         )
     controller = load_controller(path)
-    backbone = load_whisper_tiny_en(device=str(device))
+    options = BackboneOptions() if beam_size is None else BackboneOptions(decoding=DecodingOptions(beam_size=beam_size))
+    backbone = load_whisper_tiny_en(device=str(device), options=options)
     return Foundation.build(
         backbone, controller, controller_source=str(path), base_backbone=backbone.with_context(BASE_SERVING_CONTEXT)
     )

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from hra.backbone.base import DecoderHook, EncoderInput, LayerHook
 from hra.backbone.convert import config_from_ct2, ct2_to_state_dict
 from hra.backbone.ct2 import Ct2FormatError, read_ct2_model
-from hra.backbone.decoding import DecodeResult, DecodingOptions, GreedyDecoder
+from hra.backbone.decoding import DecodeResult, DecodingOptions, GuardedDecoder
 from hra.backbone.features import FRAMES_PER_SECOND, HOP_LENGTH, SAMPLE_RATE, WINDOW_FRAMES, ContextPolicy, LogMel
 from hra.backbone.tokenizer import WhisperTokenizer
 from hra.backbone.whisper_model import Whisper, WhisperConfig, key_padding_mask
@@ -80,7 +80,7 @@ class WhisperBackbone:
         self.n_decoder_layers = self.config.n_text_layer
         self.device = next(model.parameters()).device
         self.logmel = LogMel(self.config.n_mels).to(self.device)
-        self._decoder = GreedyDecoder(model.decoder, tokenizer, options.decoding)
+        self._decoder = GuardedDecoder(model.decoder, tokenizer, options.decoding)
         self.weights_sha256 = weights_sha256 or _weights_digest(model)
         self.fingerprint = hashlib.sha256(
             json.dumps(self._fingerprint_payload(), sort_keys=True).encode()

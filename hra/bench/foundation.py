@@ -158,6 +158,7 @@ class BenchOptions:
     # Budgets are in reference seconds (``hra.bench.speed``): every training gets ``training.max_seconds`` x this
     # factor of wall-clock time. None: measured at the start of a run.
     speed_factor: float | None = None
+    beam_size: int | None = None  # decoding's beam for every system and the base (None: the product's; 1: greedy)
 
     def adapter_config(self, kind: str) -> AdapterConfig:
         return AdapterConfig(kind, bottleneck=self.houlsby_bottleneck, rank=self.lora_rank, alpha=self.lora_alpha)
@@ -334,14 +335,16 @@ def build_foundations(options: BenchOptions) -> Foundations:
     and the two ablations' foundations on the same backbone views."""
     path = options.controller or DEFAULT_CONTROLLER_PATH
     if Path(path).is_file():
-        trained = load_foundation(path)
+        trained = load_foundation(path, beam_size=options.beam_size)
         controller_kind = f"trained ({Path(path).name})"
     else:
-        from hra.backbone.whisper import BASE_SERVING_CONTEXT, load_whisper_tiny_en
+        from hra.backbone.decoding import DecodingOptions
+        from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
         from hra.hra.controller import ControllerConfig
 
         print(f"WARNING: no controller at {path}; using a random controller (development only)", flush=True)
-        backbone = load_whisper_tiny_en()
+        decoding = DecodingOptions() if options.beam_size is None else DecodingOptions(beam_size=options.beam_size)
+        backbone = load_whisper_tiny_en(options=BackboneOptions(decoding=decoding))
         config = ControllerConfig(d_model=backbone.d_model, n_layers=backbone.n_encoder_layers)
         trained = Foundation.build(backbone, _random_controller(config), controller_source="random (development)",
                                    base_backbone=backbone.with_context(BASE_SERVING_CONTEXT))
@@ -1072,6 +1075,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     p.add_argument("--speed-factor", type=float, default=None,
                    help="wall-clock seconds per reference second (default: measured at the start, see "
                         "hra.bench.speed; 1: budgets in this machine's seconds)")
+    p.add_argument("--beam-size", type=int, default=None,
+                   help="decoding's beam for the base and every system (default: the product's; 1: greedy)")
     p.add_argument("--no-real-speech", action="store_true")
     p.add_argument("--houlsby-bottleneck", type=int, default=64)
     p.add_argument("--lora-rank", type=int, default=8)
@@ -1079,6 +1084,8 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
     args = p.parse_args(argv)
     if args.speed_factor is not None and args.speed_factor <= 0:
         p.error(f"--speed-factor must be positive, got {args.speed_factor:g}")
+    if args.beam_size is not None and args.beam_size < 1:
+        p.error(f"--beam-size must be >= 1, got {args.beam_size}")
 
     def system_names(text: str) -> tuple[str, ...]:
         names = tuple(s for s in text.split(",") if s)
@@ -1125,7 +1132,7 @@ def parse_args(argv: list[str] | None = None) -> BenchOptions:
         quick=args.quick, training=HeadTrainingOptions(max_seconds=args.max_seconds),
         import_results=tuple(args.import_results), measure=not args.summarize_only,
         houlsby_bottleneck=args.houlsby_bottleneck, lora_rank=args.lora_rank, threads=args.threads,
-        speed_factor=args.speed_factor,
+        speed_factor=args.speed_factor, beam_size=args.beam_size,
     )
 
 

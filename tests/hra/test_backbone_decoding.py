@@ -1,4 +1,5 @@
-"""Guarded greedy decoding: agreement with faster-whisper on real speech, loop/length/no-speech guards."""
+"""Guarded decoding, greedy and beam search: agreement with faster-whisper on real speech, loop/length/no-speech
+guards, batch invariance."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 from hra.audio import decode_audio
 from hra.backbone.decoding import DecodingOptions, compression_ratio, repeated_tail
 from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en, wheel_model_dir
-from hra.text import corpus_wer
+from hra.text import corpus_wer, normalize
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_speech"
@@ -19,9 +20,15 @@ MANIFEST = [json.loads(line) for line in (FIXTURES / "manifest.jsonl").read_text
 
 
 @pytest.fixture(scope="module")
-def backbone():
-    """The base model as served: Whisper's 30-s window (what faster-whisper does)."""
+def served():
+    """The base model as served: Whisper's 30-s window (what faster-whisper does), beam search."""
     return load_whisper_tiny_en(options=BackboneOptions(context=BASE_SERVING_CONTEXT))
+
+
+@pytest.fixture(scope="module")
+def backbone(served):
+    """The same, greedy (the decoding that faster-whisper's beam_size=1 reproduces token for token)."""
+    return served.with_options(BackboneOptions(context=BASE_SERVING_CONTEXT, decoding=DecodingOptions(beam_size=1)))
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +36,10 @@ def waves():
     return [decode_audio((FIXTURES / r["file"]).read_bytes()).waveform for r in MANIFEST]
 
 
-@pytest.fixture(scope="module")
-def ours(backbone, waves):
+def _decode_all(backbone, waves, batch_size: int = 8):
     results = []
-    for i in range(0, len(waves), 8):
-        chunk = waves[i : i + 8]
+    for i in range(0, len(waves), batch_size):
+        chunk = waves[i : i + batch_size]
         batch = backbone.prepare(chunk)
         with torch.inference_mode():
             enc = backbone.encode(batch)
@@ -41,14 +47,24 @@ def ours(backbone, waves):
     return results
 
 
+@pytest.fixture(scope="module")
+def ours(backbone, waves):
+    return _decode_all(backbone, waves)
+
+
+@pytest.fixture(scope="module")
+def ours_beam(served, waves):
+    return _decode_all(served, waves)
+
+
 def _faster_whisper(compute_type: str):
     fw = pytest.importorskip("faster_whisper")
     return fw.WhisperModel(str(wheel_model_dir()), device="cpu", compute_type=compute_type, cpu_threads=1)
 
 
-def _fw_greedy(model, wav: torch.Tensor) -> tuple[list[int], str]:
+def _fw_greedy(model, wav: torch.Tensor, beam_size: int = 1) -> tuple[list[int], str]:
     segments, _ = model.transcribe(
-        wav.numpy(), beam_size=1, temperature=0.0, without_timestamps=True, condition_on_previous_text=False
+        wav.numpy(), beam_size=beam_size, temperature=0.0, without_timestamps=True, condition_on_previous_text=False
     )
     segments = list(segments)
     return [t for s in segments for t in s.tokens], " ".join(s.text.strip() for s in segments)
@@ -71,6 +87,38 @@ def test_wer_within_003_of_faster_whisper_int8_greedy_on_real_speech(ours, waves
     ours_wer, fw_wer = corpus_wer(refs, [r.text for r in ours]), corpus_wer(refs, theirs)
     assert ours_wer <= fw_wer + 0.03, (ours_wer, fw_wer)
     assert ours_wer < 0.15
+
+
+def test_beam_search_matches_faster_whisper_float32_beam5_on_real_speech(ours_beam, waves):
+    """Same tokens on most files; where CTranslate2's beam picks another spelling ("8" / "eight"), the
+    normalized text is the same."""
+    model = _faster_whisper("float32")
+    same_tokens, differ = 0, []
+    for row, wav, result in zip(MANIFEST, waves, ours_beam):
+        tokens, text = _fw_greedy(model, wav, beam_size=5)
+        if tokens == result.tokens:
+            same_tokens += 1
+        elif normalize(text) != normalize(result.text):
+            differ.append((row["file"], text, result.text))
+    assert same_tokens >= 12 and not differ, (same_tokens, differ)
+
+
+def test_beam_wer_within_003_of_faster_whisper_int8_beam5_on_real_speech(ours_beam, waves):
+    model = _faster_whisper("int8")
+    refs = [r["transcript"] for r in MANIFEST]
+    theirs = [_fw_greedy(model, w, beam_size=5)[1] for w in waves]
+    ours_wer, fw_wer = corpus_wer(refs, [r.text for r in ours_beam]), corpus_wer(refs, theirs)
+    assert ours_wer <= fw_wer + 0.03, (ours_wer, fw_wer)
+
+
+def test_batched_beam_search_equals_one_at_a_time(served, waves, ours_beam):
+    for i in (0, 5, 10):
+        assert _decode_all(served, [waves[i]])[0].tokens == ours_beam[i].tokens
+
+
+def test_beam_size_must_be_positive():
+    with pytest.raises(ValueError, match="beam_size"):
+        DecodingOptions(beam_size=0)
 
 
 def test_batched_decode_equals_one_at_a_time_full_context(backbone, waves, ours):
@@ -121,9 +169,10 @@ def test_compression_ratio_flags_repetition():
     assert compression_ratio("") == 0.0
 
 
-def test_loop_guard_on_a_looping_decoder(backbone, monkeypatch):
+@pytest.mark.parametrize("beam_size", [1, 5])
+def test_loop_guard_on_a_looping_decoder(backbone, monkeypatch, beam_size):
     """Force a loop by biasing the decoder toward a 3-token cycle; the guard must cut it to one copy."""
-    bb = backbone.with_options(BackboneOptions())
+    bb = backbone.with_options(BackboneOptions(decoding=DecodingOptions(beam_size=beam_size)))
     ids = bb.token_ids("go go")  # ' go', ' go'
     cycle = bb.token_ids("yes no maybe")
     decoder = bb._decoder
@@ -131,10 +180,11 @@ def test_loop_guard_on_a_looping_decoder(backbone, monkeypatch):
 
     def biased(tokens, cross_kv, cross_mask=None, cache=None, hook=None):
         logits, new_cache = original(tokens, cross_kv, cross_mask, cache, hook=hook)
-        last = int(tokens[0, -1])
-        nxt = cycle[(cycle.index(last) + 1) % 3] if last in cycle else cycle[0]
         logits = logits.clone()
-        logits[:, -1, nxt] += 1000.0
+        for row in range(tokens.shape[0]):  # each hypothesis is pushed along the cycle from its own last token
+            last = int(tokens[row, -1])
+            nxt = cycle[(cycle.index(last) + 1) % 3] if last in cycle else cycle[0]
+            logits[row, -1, nxt] += 1000.0
         return logits, new_cache
 
     monkeypatch.setattr(decoder.decoder, "forward", biased)

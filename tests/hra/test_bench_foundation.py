@@ -191,6 +191,12 @@ def test_budgets_scale_with_the_machine_speed_but_keys_stay_nominal(tmp_path: Pa
         parse_args(["--speed-factor", "0"])
 
 
+def test_beam_size_option_reaches_the_bench_and_zero_is_refused():
+    assert parse_args(["--beam-size", "1"]).beam_size == 1 and parse_args([]).beam_size is None
+    with pytest.raises(SystemExit):
+        parse_args(["--beam-size", "0"])
+
+
 def test_reference_step_times_a_training_step_and_gives_a_factor(monkeypatch):
     import hra.bench.speed as speed
     from tests.hra.fake_backbone import make_fake_foundation
