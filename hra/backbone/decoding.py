@@ -131,10 +131,11 @@ class GuardedDecoder:
         suppress[sp.timestamp_begin :] = -math.inf  # no timestamps after <|notimestamps|>
         suppress[sp.sot] = -math.inf
         suppress[sp.no_timestamps] = -math.inf
-        self.suppress = suppress
         begin = suppress.clone()
         begin[list(tokenizer.suppress_ids_begin)] = -math.inf
-        self.suppress_begin = begin
+        device = decoder.token_embedding.weight.device
+        self.suppress = suppress.to(device)
+        self.suppress_begin = begin.to(device)
 
     @torch.inference_mode()
     def decode(
@@ -207,6 +208,23 @@ class GuardedDecoder:
             text, kept, result.avg_logprob, result.no_speech_prob, compression_ratio(text), "loop", result.fallback
         )
 
+    def _prompt_step(
+        self, encoder_out: torch.Tensor, frames: torch.Tensor | None, hook: DecoderHook | None
+    ) -> tuple[list, torch.Tensor | None, list, list[float], torch.Tensor]:
+        """The prompt through the decoder -> (cross-attention K/V, cross mask, KV cache, P(no speech) per sample,
+        the last position's logits (B, V))."""
+        b_total, t_len, _ = encoder_out.shape
+        cross_kv = self.decoder.cross_kv(encoder_out)
+        cross_mask = key_padding_mask(frames, t_len)
+        prompt = torch.tensor([self.tokenizer.prompt] * b_total, device=encoder_out.device)
+        logits, cache = self.decoder(prompt, cross_kv, cross_mask, hook=hook)
+        no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, self.tokenizer.special.no_speech].tolist()
+        return cross_kv, cross_mask, cache, no_speech, logits[:, -1]
+
+    def _scores(self, step_logits: torch.Tensor, step: int) -> torch.Tensor:
+        """(R, V) logits -> float32 scores with the suppressed tokens at -inf (blank and end-of-text at step 0)."""
+        return step_logits.float() + (self.suppress_begin if step == 0 else self.suppress)
+
     def _greedy(
         self,
         encoder_out: torch.Tensor,
@@ -216,17 +234,9 @@ class GuardedDecoder:
         hook: DecoderHook | None = None,
     ) -> list[tuple[list[int], float, float, StopReason]]:
         sp = self.tokenizer.special
-        b_total, t_len, _ = encoder_out.shape
+        b_total = encoder_out.shape[0]
         device = encoder_out.device
-        suppress = self.suppress.to(device)
-        suppress_begin = self.suppress_begin.to(device)
-
-        cross_kv = self.decoder.cross_kv(encoder_out)
-        cross_mask = key_padding_mask(frames, t_len)
-        prompt = torch.tensor([self.tokenizer.prompt] * b_total, device=device)
-        logits, cache = self.decoder(prompt, cross_kv, cross_mask, hook=hook)
-        no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, sp.no_speech].tolist()
-        step_logits = logits[:, -1]
+        cross_kv, cross_mask, cache, no_speech, step_logits = self._prompt_step(encoder_out, frames, hook)
 
         tokens: list[list[int]] = [[] for _ in range(b_total)]
         sum_lp = [0.0] * b_total
@@ -234,7 +244,7 @@ class GuardedDecoder:
         active = list(range(b_total))  # rows of the current (compacted) batch -> sample index
         step = 0
         while active:
-            scores = step_logits.float() + (suppress_begin if step == 0 else suppress)
+            scores = self._scores(step_logits, step)
             if no_repeat_ngram:
                 for row, b in enumerate(active):
                     for banned in _banned_ngram_tokens(tokens[b], no_repeat_ngram):
@@ -288,17 +298,9 @@ class GuardedDecoder:
         tail loops (then its repeated copies are cut)."""
         beam = self.options.beam_size
         sp = self.tokenizer.special
-        b_total, t_len, _ = encoder_out.shape
+        b_total = encoder_out.shape[0]
         device = encoder_out.device
-        suppress = self.suppress.to(device)
-        suppress_begin = self.suppress_begin.to(device)
-
-        cross_kv_all = self.decoder.cross_kv(encoder_out)
-        cross_mask_all = key_padding_mask(frames, t_len)
-        prompt = torch.tensor([self.tokenizer.prompt] * b_total, device=device)
-        logits, cache = self.decoder(prompt, cross_kv_all, cross_mask_all, hook=hook)
-        no_speech = torch.softmax(logits[:, 0].float(), dim=-1)[:, sp.no_speech].tolist()
-        step_logits = logits[:, -1]
+        cross_kv_all, cross_mask_all, cache, no_speech, step_logits = self._prompt_step(encoder_out, frames, hook)
 
         # One row per live hypothesis: (sample, tokens, sum of log-probabilities); rows stay grouped by sample.
         live: list[tuple[int, list[int], float]] = [(b, [], 0.0) for b in range(b_total)]
@@ -307,7 +309,7 @@ class GuardedDecoder:
         cross_kv, cross_mask, row_hook = cross_kv_all, cross_mask_all, hook
         step = 0
         while live:
-            scores = step_logits.float() + (suppress_begin if step == 0 else suppress)
+            scores = self._scores(step_logits, step)
             top_lp, top_tok = torch.log_softmax(scores, dim=-1).topk(beam + 1, dim=-1)
             top_lp, top_tok = top_lp.tolist(), top_tok.tolist()
             candidates: dict[int, list[tuple[float, int, int]]] = {}
