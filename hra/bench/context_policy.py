@@ -235,10 +235,14 @@ def main(argv: list[str] | None = None) -> int:
     batch_timing: dict[str, dict] = {}
     for label in POLICIES:
         policy = ContextPolicy.parse(label)
-        bb = base.with_options(BackboneOptions(context=policy))
+        # Greedy on purpose: the context choice was measured greedy, token for token against faster-whisper's
+        # greedy decoding (the product decodes with beam search since; see DecodingOptions).
+        bb = base.with_options(BackboneOptions(context=policy, decoding=DecodingOptions(beam_size=1)))
         unguarded = None
         if label in ("full", "cut"):
-            unguarded = base.with_options(BackboneOptions(context=policy, decoding=DecodingOptions(guards=False)))
+            unguarded = base.with_options(
+                BackboneOptions(context=policy, decoding=DecodingOptions(guards=False, beam_size=1))
+            )
         t0 = time.perf_counter()
         texts, secs, reasons, raw_texts, toks = run_backbone(bb, utts, unguarded)
         batched_texts, batched_secs = run_batched(bb, utts, args.batch_size)
