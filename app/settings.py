@@ -65,7 +65,7 @@ class Settings(BaseSettings):
 
     # Foundation: backbone from the pinned wheel, controller shipped in the hra package unless overridden.
     controller_path: Path | None = None
-    # Beam search for every transcription (base and heads; 1 = greedy, about 2x faster on a CPU). Beam 5 lowered
+    # Beam search for every transcription (base and heads; 1 = greedy, about 1.5x faster on a CPU). Beam 5 lowered
     # held-out WER of the product's heads on most failing voices and the base's on standard ones (MODEL_CARD.md).
     beam_size: int = Field(default=5, ge=1, le=16)
 

@@ -29,7 +29,7 @@ def table(report: dict, size: int) -> str:
     per_voice = report["per_voice"]
     failing = set(report["failing_voices"])
     columns = [(name, title) for name, title in COLUMNS
-               if any(f"{name}_{size}" in v["systems"] for v in per_voice.values())]
+               if any(cell(v["systems"].get(f"{name}_{size}")) for v in per_voice.values())]
     order = sorted(per_voice, key=lambda v: (per_voice[v]["group"] == "standard", v not in failing))
     lines = ["| voice | base | " + " | ".join(t for _, t in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
@@ -46,7 +46,8 @@ def table(report: dict, size: int) -> str:
 def main(argv: list[str]) -> int:
     path = Path(argv[0]) if argv else Path(__file__).parent / "results" / "foundation.json"
     report = json.loads(path.read_text(encoding="utf-8"))
-    sizes = sorted({int(k.rsplit("_", 1)[1]) for v in report["per_voice"].values() for k in v["systems"]})
+    sizes = sorted({int(k.rsplit("_", 1)[1]) for v in report["per_voice"].values() for k, entry in v["systems"].items()
+                    if cell(entry)})  # sizes with a measurement, not only skipped systems
     for size in sizes:
         print(f"At {size} enrollment utterances:\n\n{table(report, size)}\n")
     return 0
