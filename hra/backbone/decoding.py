@@ -285,7 +285,6 @@ class GuardedDecoder:
             step += 1
         return [(tokens[b], sum_lp[b], no_speech[b], reasons[b] or "length") for b in range(b_total)]
 
-
     def _beam(
         self,
         encoder_out: torch.Tensor,

@@ -54,8 +54,9 @@ def main(argv: list[str] | None = None) -> int:
             start = time.perf_counter()
             hyps = transcribe(foundation, waves, heads)
             seconds = time.perf_counter() - start
-            result[f"{kind}_beam{beam}"] = {"seconds": round(seconds, 2), "wer": round(score(refs, hyps)["wer"], 4)}
-            print(f"{kind:12s} beam {beam}: {seconds:6.1f} s, WER {result[f'{kind}_beam{beam}']['wer']:.3f}", flush=True)
+            wer = score(refs, hyps)["wer"]
+            result[f"{kind}_beam{beam}"] = {"seconds": round(seconds, 2), "wer": round(wer, 4)}
+            print(f"{kind:12s} beam {beam}: {seconds:6.1f} s, WER {wer:.3f}", flush=True)
     print(json.dumps(result))
     return 0
 
