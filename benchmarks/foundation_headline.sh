@@ -12,7 +12,7 @@
 # Budgets are in reference seconds: each invocation times a reference step and scales them to this machine's
 # speed (hra/bench/speed.py; about +-10 %), so runs on different machines compare.
 # Decoding is the product's (beam 5 since 2026-12-02; it is in the measurement keys): BENCH_ARGS="--beam-size 1"
-# reproduces the greedy runs A-C, whose measurements the committed store keeps.
+# measures greedy, as runs A-C did (the committed store keeps their measurements under greedy keys).
 # Usage: benchmarks/foundation_headline.sh   (last line: the headline JSON)
 set -eu
 PY=${PY:-.venv/bin/python}

@@ -488,9 +488,10 @@ class Bench:
         training recipe and its own configuration. A new controller re-measures the systems, not the base."""
         f = self.f
         backbone = f.trained.backbone if system is not None else f.trained.serving_base
-        backbone_options = getattr(backbone, "options", None)  # context (in the fingerprint) + decoding
+        decoding = getattr(getattr(backbone, "options", None), "decoding", None)  # the context is in the fingerprint
         key: dict[str, object] = {"kind": kind, "backbone": backbone.fingerprint,
-                                  "decoding": repr(getattr(backbone_options, "decoding", None)), **parts}
+                                  "decoding": decoding.result_identity() if decoding is not None else repr(None),
+                                  **parts}
         if kind != "real_speech":
             key["n_eval"] = self.options.n_eval
         if system is not None:

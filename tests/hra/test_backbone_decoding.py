@@ -116,9 +116,19 @@ def test_batched_beam_search_equals_one_at_a_time(served, waves, ours_beam):
         assert _decode_all(served, [waves[i]])[0].tokens == ours_beam[i].tokens
 
 
-def test_beam_size_must_be_positive():
+def test_beam_size_and_row_bound_must_be_positive():
     with pytest.raises(ValueError, match="beam_size"):
         DecodingOptions(beam_size=0)
+    with pytest.raises(ValueError, match="max_beam_rows"):
+        DecodingOptions(max_beam_rows=0)
+
+
+def test_beam_search_in_chunks_of_one_sample_equals_one_pass(served, waves, ours_beam):
+    """The row bound splits a batch into chunks of samples; the hypotheses do not depend on it."""
+    one_row = served.with_options(
+        BackboneOptions(context=BASE_SERVING_CONTEXT, decoding=DecodingOptions(max_beam_rows=1))
+    )
+    assert [r.tokens for r in _decode_all(one_row, waves[:8])] == [r.tokens for r in ours_beam[:8]]
 
 
 def test_batched_decode_equals_one_at_a_time_full_context(backbone, waves, ours):
@@ -195,3 +205,13 @@ def test_loop_guard_on_a_looping_decoder(backbone, monkeypatch, beam_size):
     assert result.stop_reason == "loop"
     assert result.tokens == cycle
     assert ids  # tokenizer sanity
+
+
+def test_result_identity_keeps_what_changes_the_text_and_greedy_keys_stable():
+    greedy, beam = DecodingOptions(beam_size=1), DecodingOptions(beam_size=5)
+    assert greedy.result_identity() != beam.result_identity()
+    assert "beam_size=5" in beam.result_identity() and "beam_size" not in greedy.result_identity()
+    # the row bound only bounds memory: the same measurement
+    assert DecodingOptions(max_beam_rows=1).result_identity() == beam.result_identity()
+    assert DecodingOptions(beam_size=1, guards=False).result_identity() != greedy.result_identity()
+    assert greedy.result_identity().startswith("DecodingOptions(guards=True, max_new_tokens=224,")
