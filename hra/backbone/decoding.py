@@ -172,12 +172,12 @@ class GuardedDecoder:
             raw = []
             per_chunk = max(1, opts.max_beam_rows // opts.beam_size)
             for start in range(0, len(limits), per_chunk):
-                rows = list(range(start, min(len(limits), start + per_chunk)))
+                stop = min(len(limits), start + per_chunk)
                 raw += self._beam(
-                    encoder_out[rows[0] : rows[-1] + 1],
-                    frames[rows[0] : rows[-1] + 1] if frames is not None else None,
-                    limits[rows[0] : rows[-1] + 1],
-                    hook=hook.select(rows) if hook is not None else None,
+                    encoder_out[start:stop],
+                    frames[start:stop] if frames is not None else None,
+                    limits[start:stop],
+                    hook=hook.select(list(range(start, stop))) if hook is not None else None,
                 )
         else:
             raw = self._greedy(encoder_out, frames, limits, no_repeat_ngram=0, hook=hook)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,8 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     for beam in beams:
         foundation = load_foundation(beam_size=beam)
         if head is None:  # decoding is not in the fingerprint: one head serves every beam size
-            options = replace(HeadTrainingOptions(), max_seconds=1e9)
-            head = train_head(foundation, data.train, options).head
+            head = train_head(foundation, data.train, HeadTrainingOptions(max_seconds=1e9)).head
         transcribe(foundation, waves[:2])  # warm-up, not timed
         transcribe(foundation, waves[:2], [head] * 2)
         for kind, heads in (("base", None), ("linear_head", [head] * len(waves))):
