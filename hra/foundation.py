@@ -186,7 +186,7 @@ def load_foundation(
             f"`{CONTROLLER_REBUILD_COMMAND}`) or set HRA_CONTROLLER_PATH"
         )
     controller = load_controller(path)
-    options = BackboneOptions() if beam_size is None else BackboneOptions(decoding=DecodingOptions(beam_size=beam_size))
+    options = BackboneOptions(decoding=DecodingOptions.with_beam(beam_size))
     backbone = load_whisper_tiny_en(device=str(device), options=options)
     return Foundation.build(
         backbone, controller, controller_source=str(path), base_backbone=backbone.with_context(BASE_SERVING_CONTEXT)

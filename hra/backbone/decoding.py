@@ -77,6 +77,11 @@ class DecodingOptions:
         if self.max_beam_rows < 1:
             raise ValueError("max_beam_rows must be >= 1")
 
+    @classmethod
+    def with_beam(cls, beam_size: int | None) -> "DecodingOptions":
+        """The default options with another beam (None: the default's)."""
+        return cls() if beam_size is None else cls(beam_size=beam_size)
+
     def result_identity(self) -> str:
         """What decoded text depends on, in the dataclass repr's form (benchmark measurement keys):
         ``max_beam_rows`` is left out (it bounds memory; the hypotheses are the same), and so is ``beam_size=1``,

@@ -343,8 +343,7 @@ def build_foundations(options: BenchOptions) -> Foundations:
         from hra.hra.controller import ControllerConfig
 
         print(f"WARNING: no controller at {path}; using a random controller (development only)", flush=True)
-        decoding = DecodingOptions() if options.beam_size is None else DecodingOptions(beam_size=options.beam_size)
-        backbone = load_whisper_tiny_en(options=BackboneOptions(decoding=decoding))
+        backbone = load_whisper_tiny_en(options=BackboneOptions(decoding=DecodingOptions.with_beam(options.beam_size)))
         config = ControllerConfig(d_model=backbone.d_model, n_layers=backbone.n_encoder_layers)
         trained = Foundation.build(backbone, _random_controller(config), controller_source="random (development)",
                                    base_backbone=backbone.with_context(BASE_SERVING_CONTEXT))
