@@ -80,6 +80,7 @@ def worker_argv(args: argparse.Namespace, settings: Settings) -> list[str]:
 
 def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    # The one place app/ reaches into workers/: this command runs the worker's Celery app in this process.
     from workers.celery_app import celery_app
 
     celery_app.worker_main(worker_argv(args, settings))
@@ -127,12 +128,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Embedded mode: one command, no servers. Exits when any child exits, or on SIGINT/SIGTERM."""
     from app.services.queue import CeleryTaskQueue
     from storage.migrate import upgrade
-    from workers.celery_app import create_celery_app
 
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     # Create the broker's tables once here, before three processes race to create them.
-    CeleryTaskQueue(create_celery_app(settings), settings.train_queue, settings.eval_queue).ping()
+    CeleryTaskQueue.for_settings(settings).ping()
     key = ensure_bootstrap_key(settings)
     host = args.host or settings.api_host
     port = args.port or settings.api_port
@@ -201,7 +201,7 @@ def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_jobs_reap(args: argparse.Namespace, settings: Settings) -> int:
     from app.container import build_services
-    from workers.reaper import reap_stale_jobs
+    from app.services.jobs import reap_stale_jobs
 
     report = reap_stale_jobs(build_services(settings))
     print(report.summary())

@@ -14,7 +14,10 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hra.gate import GateConfig
+
 DEFAULT_VAR_DIR = Path("var")
+_GATE_DEFAULTS = GateConfig()
 
 
 class Settings(BaseSettings):
@@ -49,11 +52,11 @@ class Settings(BaseSettings):
     max_train_seconds: float = 1800.0
     default_max_epochs: int = 12
 
-    # Evaluation gate.
-    gate_min_eval_words: int = 40
-    gate_min_relative_improvement: float = 0.05
-    gate_confidence: float = 0.95
-    gate_bootstrap_samples: int = 2000
+    # Evaluation gate (defaults: the ML package's, which the benchmarks use too).
+    gate_min_eval_words: int = _GATE_DEFAULTS.min_eval_words
+    gate_min_relative_improvement: float = _GATE_DEFAULTS.min_relative_improvement
+    gate_confidence: float = _GATE_DEFAULTS.confidence
+    gate_bootstrap_samples: int = _GATE_DEFAULTS.bootstrap_samples
 
     # Workers. Queue names are settings so that test runs sharing a broker never see each other's tasks.
     train_queue: str = "train"

@@ -1,7 +1,7 @@
 """Engines and sessions.
 
-``make_engine``/``make_session_factory`` build them from a URL (tests, the migration helper); the API, the workers
-and the CLI use the process-wide ``get_engine()``/``get_sessionmaker()`` built from ``app.settings``.
+``make_engine``/``make_session_factory`` build them from a URL; the service's composition root
+(``app.container``) passes the URL from its settings. This package never reads the service's settings.
 
 Transactions are committed or rolled back at the boundary (end of a request, end of a task) with
 ``session_scope()``; helpers below that boundary only ``flush()``.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -80,39 +79,10 @@ def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-@lru_cache(maxsize=1)
-def get_engine() -> Engine:
-    """The process-wide engine for ``settings.database_url``."""
-    from app.settings import get_settings  # imported here: storage does not need app to be importable otherwise
-
-    return make_engine(get_settings().database_url)
-
-
-@lru_cache(maxsize=1)
-def get_sessionmaker() -> sessionmaker[Session]:
-    """The process-wide session factory, bound to ``get_engine()``."""
-    return make_session_factory(get_engine())
-
-
-def dispose_engine() -> None:
-    """Close the process-wide engine's connections and forget it (and its session factory).
-
-    Call it in a child process after ``fork`` (a pooled connection must never be shared across processes) and in
-    tests that change the settings; the next ``get_engine()`` builds a new engine from the current settings.
-    """
-    if get_engine.cache_info().currsize:
-        get_engine().dispose()
-    get_engine.cache_clear()
-    get_sessionmaker.cache_clear()
-
-
 @contextmanager
-def session_scope(factory: sessionmaker[Session] | None = None) -> Iterator[Session]:
-    """A session whose transaction is committed when the block ends normally and rolled back when it raises.
-
-    ``factory`` defaults to ``get_sessionmaker()``.
-    """
-    session = (factory or get_sessionmaker())()
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose transaction is committed when the block ends normally and rolled back when it raises."""
+    session = factory()
     try:
         yield session
         session.commit()

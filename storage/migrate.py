@@ -40,17 +40,9 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
-def _resolve(url: str | URL | None) -> str | URL:
-    if url is not None:
-        return url
-    from app.settings import get_settings
-
-    return get_settings().database_url
-
-
 @contextmanager
-def _connect(url: str | URL | None) -> Iterator[Connection]:
-    engine = make_engine(_resolve(url), poolclass=NullPool)
+def _connect(url: str | URL) -> Iterator[Connection]:
+    engine = make_engine(url, poolclass=NullPool)
     try:
         with engine.connect() as connection:
             yield connection
@@ -59,19 +51,19 @@ def _connect(url: str | URL | None) -> Iterator[Connection]:
         engine.dispose()
 
 
-def upgrade(url: str | URL | None = None, revision: str = "head") -> None:
-    """Migrate the database at ``url`` (default: ``settings.database_url``) up to ``revision``."""
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision``."""
     with _connect(url) as connection:
         command.upgrade(alembic_config(connection), revision)
 
 
-def downgrade(url: str | URL | None = None, revision: str = "base") -> None:
+def downgrade(url: str | URL, revision: str = "base") -> None:
     """Migrate down to ``revision`` (``"base"``: drop every table the migrations made)."""
     with _connect(url) as connection:
         command.downgrade(alembic_config(connection), revision)
 
 
-def current_revision(url: str | URL | None = None) -> str | None:
+def current_revision(url: str | URL) -> str | None:
     """The revision the database is at, ``None`` if it was never migrated."""
     with _connect(url) as connection:
         return MigrationContext.configure(connection).get_current_revision()
@@ -84,7 +76,7 @@ def head_revision() -> str:
     return head
 
 
-def schema_diff(url: str | URL | None = None, metadata: MetaData | None = None) -> list[Any]:
+def schema_diff(url: str | URL, metadata: MetaData | None = None) -> list[Any]:
     """What autogenerate would change to make the database match ``metadata`` (default: ``storage.models``);
     ``[]`` when they agree.
 
@@ -98,6 +90,6 @@ def schema_diff(url: str | URL | None = None, metadata: MetaData | None = None) 
         return list(compare_metadata(context, metadata if metadata is not None else Base.metadata))
 
 
-def is_up_to_date(url: str | URL | None = None) -> bool:
+def is_up_to_date(url: str | URL) -> bool:
     """True when the database is at the head revision (for readiness checks and the start commands)."""
     return current_revision(url) == head_revision()

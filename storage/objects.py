@@ -1,8 +1,8 @@
 """Object storage: audio, head artifacts and evaluation reports.
 
 Two backends behind one ``ObjectStore`` protocol: ``LocalObjectStore`` (a directory; the embedded default) and
-``MinioObjectStore`` (any S3 endpoint through the ``minio`` SDK; MinIO in production). ``make_object_store``
-picks one from the settings.
+``MinioObjectStore`` (any S3 endpoint through the ``minio`` SDK; MinIO in production). The service's
+composition root (``app.container``) picks one from its settings; this module takes paths and endpoints only.
 
 Keys are built here, server-side, from ids only (``utterance_key``, ``head_key``, ``report_key``,
 ``speaker_prefix``); a client's file name never becomes part of a key. Both backends accept only keys of that
@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar, runtime_checkable
+from typing import Protocol, TypeVar, runtime_checkable
 from urllib.parse import urlsplit
 
 import urllib3
@@ -41,9 +41,6 @@ from minio.error import InvalidResponseError, MinioException, S3Error, ServerErr
 
 from storage.errors import InvalidObjectKey, ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable
 
-if TYPE_CHECKING:
-    from app.settings import Settings
-
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "MAX_KEY_LENGTH",
@@ -52,7 +49,6 @@ __all__ = [
     "ObjectStore",
     "ObjectStream",
     "head_key",
-    "make_object_store",
     "report_key",
     "speaker_prefix",
     "utterance_key",
@@ -550,27 +546,3 @@ def _certifi_where() -> str:
     import certifi
 
     return certifi.where()
-
-
-# --------------------------------------------------------------------------------------------------------------
-
-
-def make_object_store(settings: Settings | None = None) -> ObjectStore:
-    """The store the settings name: ``object_store = "local"`` (``object_store_dir``) or ``"s3"``."""
-    if settings is None:
-        from app.settings import get_settings
-
-        settings = get_settings()
-    if settings.object_store == "local":
-        assert settings.object_store_dir is not None  # filled in by Settings
-        return LocalObjectStore(settings.object_store_dir)
-    if settings.object_store == "s3":
-        return MinioObjectStore(
-            endpoint=settings.s3_endpoint,
-            access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
-            bucket=settings.s3_bucket,
-            secure=settings.s3_secure,
-            region=settings.s3_region,
-        )
-    raise ValueError(f"unknown object store {settings.object_store!r}")

@@ -1,8 +1,8 @@
-"""Celery tasks: thin shells over ``workers.jobs``. Arguments are job ids; everything else is re-read.
+"""Celery tasks: thin shells over ``workers.training`` and ``workers.evaluation``. Arguments are job ids; everything else is re-read.
 
 Transient errors (database or object store unreachable, broker down) are retried with exponential backoff,
 at most ``settings.task_max_attempts`` times; then the job is failed with the reason. Any other error has
-already been recorded on the job by ``workers.jobs``.
+already been recorded on the job by the stage that met it.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from celery import Task
 from app.services.queue import EVAL_TASK, TRAIN_TASK
 from workers import runtime
 from workers.celery_app import celery_app
-from workers.jobs import TRANSIENT_ERRORS, Outcome, fail_job, run_evaluation, run_training
+from workers.evaluation import run_evaluation
+from workers.progress import TRANSIENT_ERRORS, Outcome, fail_job
+from workers.training import run_training
 
 logger = logging.getLogger(__name__)
 

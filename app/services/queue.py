@@ -1,4 +1,14 @@
-"""Enqueueing adaptation tasks: the task names, and the queue interface the API and the workers use.
+"""The queue client: task names, the Celery configuration both sides share, and the ``TaskQueue`` interface.
+
+The API and the workers enqueue through ``TaskQueue``; the worker's Celery app (``workers.celery_app``) is built
+by ``create_celery_app`` here and adds only its task modules and process signals, so building the API's
+services never imports worker code.
+
+Embedded default broker: kombu's SQLAlchemy transport on a SQLite file (``sqla+sqlite:///var/broker.db``), no
+server to run. Distributed: Redis or RabbitMQ via ``HRA_BROKER_URL``. Tasks are acknowledged late and rejected
+(re-queued) if the worker process is lost, one message is prefetched at a time, there is no result backend (job
+state lives in the database), and ``adaptation.train_head`` / ``adaptation.evaluate_head`` are routed to the
+``train`` / ``eval`` queues (names from the settings).
 
 Tasks carry the job id only; the worker re-reads everything from the database. Enqueue only after the
 transaction that made the job visible has committed.
@@ -9,8 +19,47 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
+from celery import Celery
+
+from app.settings import Settings
+
 TRAIN_TASK = "adaptation.train_head"
 EVAL_TASK = "adaptation.evaluate_head"
+
+
+def broker_transport_options(settings: Settings) -> dict:
+    url = settings.broker_url
+    if url.startswith(("sqla+", "sqlalchemy+")):
+        # Passed to sqlalchemy.create_engine by kombu: wait for SQLite's lock instead of failing at once.
+        return {"connect_args": {"timeout": 30}} if "sqlite" in url else {}
+    if url.startswith(("redis", "rediss", "sqs")):
+        # Unacknowledged messages come back after this long: longer than any training run.
+        return {"visibility_timeout": int(max(3600, 2 * settings.max_train_seconds + 600))}
+    return {}
+
+
+def create_celery_app(settings: Settings) -> Celery:
+    """A Celery app configured for ``settings``: what senders use, and what the worker's app is built from."""
+    app = Celery("hra", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=broker_transport_options(settings),
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_routes={
+            TRAIN_TASK: {"queue": settings.train_queue},
+            EVAL_TASK: {"queue": settings.eval_queue},
+        },
+        task_default_queue=settings.train_queue,
+        task_ignore_result=True,
+        result_backend=None,
+        task_serializer="json",
+        accept_content=["json"],
+        worker_send_task_events=False,
+        enable_utc=True,
+    )
+    return app
 
 
 class QueueUnavailable(Exception):
@@ -46,6 +95,10 @@ class CeleryTaskQueue:
 
     def enqueue_evaluation(self, job_id: uuid.UUID) -> None:
         self._send(EVAL_TASK, job_id, self._eval_queue)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> "CeleryTaskQueue":
+        return cls(create_celery_app(settings), settings.train_queue, settings.eval_queue)
 
     def ping(self) -> None:
         try:

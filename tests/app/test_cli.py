@@ -135,3 +135,13 @@ def test_run_stops_when_a_child_dies(embedded):
     os.kill(children[0], signal.SIGKILL)
     assert proc.wait(timeout=40) != 0
     assert not any(alive(c) for c in children)
+
+
+def test_db_upgrade_migrates_the_database_the_settings_name(tmp_path):
+    from storage import migrate
+
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    upgraded = hra("db", "upgrade", env={"HRA_VAR_DIR": str(tmp_path), "HRA_DATABASE_URL": url})
+    assert upgraded.returncode == 0, upgraded.stderr
+    assert migrate.current_revision(url) == migrate.head_revision()
+    assert not (tmp_path / "hra.db").exists()

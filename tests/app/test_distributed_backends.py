@@ -8,11 +8,12 @@ import uuid
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from storage.objects import make_object_store
+from app.container import object_store_from_settings
 from tests.app.api.test_utterances import upload
 from tests.app.fakes import FakeML, RecordingQueue, tone
 from tests.app.support import make_services, make_settings, seed_speaker
-from workers.jobs import run_evaluation, run_training
+from workers.evaluation import run_evaluation
+from workers.training import run_training
 
 
 def test_enroll_adapt_download_erase_on_postgres_and_s3(tmp_path, postgres_url_factory, s3_endpoint, s3_bucket):
@@ -28,7 +29,7 @@ def test_enroll_adapt_download_erase_on_postgres_and_s3(tmp_path, postgres_url_f
         s3_bucket=s3_bucket,
     )
     services = make_services(settings, FakeML(), RecordingQueue())
-    services.object_store = make_object_store(settings)
+    services.object_store = object_store_from_settings(settings)
     seeded = seed_speaker(services)
     with TestClient(create_app(services=services)) as client:
         client.headers["Authorization"] = f"Bearer {seeded.api_key}"

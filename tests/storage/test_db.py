@@ -3,27 +3,14 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select, text
 
-from app.settings import get_settings
 from storage import db
 from storage.db import make_engine, make_session_factory, session_scope
 from storage.models import Tenant
-
-
-@pytest.fixture
-def settings_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
-    """Lets a test change HRA_* variables; the cached settings and engine are rebuilt before and after."""
-    get_settings.cache_clear()
-    db.dispose_engine()
-    yield monkeypatch
-    monkeypatch.undo()
-    get_settings.cache_clear()
-    db.dispose_engine()
 
 
 class TestSqliteEngine:
@@ -97,29 +84,6 @@ class TestSessionScope:
                 raise RuntimeError("boom")
         with factory() as session:
             assert session.scalar(select(func.count()).select_from(Tenant)) == 0
-
-
-class TestProcessWideEngine:
-    def test_built_once_from_the_settings(self, settings_env: pytest.MonkeyPatch, sqlite_url: str) -> None:
-        settings_env.setenv("HRA_DATABASE_URL", sqlite_url)
-        engine = db.get_engine()
-        assert str(engine.url) == sqlite_url
-        assert db.get_engine() is engine
-        assert db.get_sessionmaker().kw["bind"] is engine
-        with session_scope() as session:
-            session.add(Tenant(name="via-settings"))
-        with session_scope() as session:
-            assert session.scalars(select(Tenant.name)).all() == ["via-settings"]
-
-    def test_dispose_engine_picks_up_new_settings(self, settings_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
-        settings_env.setenv("HRA_DATABASE_URL", f"sqlite:///{tmp_path / 'one.db'}")
-        first = db.get_engine()
-        db.dispose_engine()
-        get_settings.cache_clear()
-        settings_env.setenv("HRA_DATABASE_URL", f"sqlite:///{tmp_path / 'two.db'}")
-        second = db.get_engine()
-        assert second is not first
-        assert second.url.database == str(tmp_path / "two.db")
 
 
 def test_sqlite_writers_in_several_engines_wait_for_each_other(sqlite_url: str) -> None:

@@ -12,7 +12,6 @@ import pytest
 from alembic import command
 from sqlalchemy import Column, Integer, MetaData, String, inspect, text
 
-from app.settings import get_settings
 from storage import migrate
 from storage.db import make_engine
 from storage.models import Base
@@ -134,18 +133,6 @@ def test_sqlite_migration_on_a_caller_connection_restores_foreign_keys(tmp_path:
             assert connection.exec_driver_sql("SELECT version_num FROM alembic_version").scalar() == "0001"
     finally:
         engine.dispose()
-
-
-def test_upgrade_without_url_uses_the_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'settings.db'}"
-    monkeypatch.setenv("HRA_DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        migrate.upgrade()
-        assert migrate.current_revision(url) == migrate.head_revision()
-    finally:
-        monkeypatch.undo()
-        get_settings.cache_clear()
 
 
 def test_alembic_command_line_works_from_the_repository_root(tmp_path: Path) -> None:

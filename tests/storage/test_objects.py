@@ -12,7 +12,6 @@ from typing import Any
 
 import pytest
 
-from app.settings import Settings
 from storage.errors import InvalidObjectKey, ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable
 from storage.objects import (
     MAX_KEY_LENGTH,
@@ -20,7 +19,6 @@ from storage.objects import (
     MinioObjectStore,
     ObjectStore,
     head_key,
-    make_object_store,
     report_key,
     speaker_prefix,
     utterance_key,
@@ -339,41 +337,6 @@ class TestKeys:
         tenant, one, two = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         assert not head_key(tenant, two, uuid.uuid4()).startswith(speaker_prefix(tenant, one))
         assert speaker_prefix(tenant, one).endswith("/")
-
-
-class TestMakeObjectStore:
-    def test_local_setting_gives_a_directory_store(self, tmp_path: Path) -> None:
-        store = make_object_store(Settings(_env_file=None, object_store="local", object_store_dir=tmp_path / "objs"))
-        assert isinstance(store, LocalObjectStore) and store.root == (tmp_path / "objs").resolve()
-
-    def test_local_store_defaults_to_the_var_dir(self, tmp_path: Path) -> None:
-        store = make_object_store(Settings(_env_file=None, var_dir=tmp_path))
-        assert isinstance(store, LocalObjectStore) and store.root == (tmp_path / "objects").resolve()
-
-    def test_s3_setting_gives_a_working_minio_store(self, s3_endpoint: dict[str, Any], s3_bucket: str) -> None:
-        settings = Settings(
-            _env_file=None,
-            object_store="s3",
-            s3_endpoint=s3_endpoint["endpoint"],
-            s3_access_key=s3_endpoint["access_key"],
-            s3_secret_key=s3_endpoint["secret_key"],
-            s3_bucket=s3_bucket,
-            s3_region=s3_endpoint["region"],
-            s3_secure=False,
-        )
-        store = make_object_store(settings)
-        assert isinstance(store, MinioObjectStore) and store.bucket == s3_bucket
-        store.put("made/by/settings", b"ok")
-        assert store.get("made/by/settings") == b"ok"
-
-    def test_s3_env_fixture_configures_the_settings(
-        self, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-    ) -> None:
-        for name, value in s3_env.items():
-            monkeypatch.setenv(name, value)
-        store = make_object_store(Settings(_env_file=None))
-        assert isinstance(store, MinioObjectStore)
-        store.ping()
 
 
 @pytest.fixture(autouse=True)

@@ -12,14 +12,12 @@ import sys
 import time
 
 from app.cli import main
-from app.container import Services
-from app.services.queue import CeleryTaskQueue
+from app.container import Services, object_store_from_settings
+from app.services.queue import CeleryTaskQueue, create_celery_app
 from app.settings import get_settings
 from storage.db import make_engine, make_session_factory
-from storage.objects import make_object_store
 from tests.app.fakes import FakeML
 from workers import runtime
-from workers.celery_app import create_celery_app
 
 
 def run(config_path: str) -> int:
@@ -34,7 +32,7 @@ def run(config_path: str) -> int:
     services = Services(
         settings=settings,
         session_factory=make_session_factory(make_engine(settings.database_url)),
-        object_store=make_object_store(settings),
+        object_store=object_store_from_settings(settings),
         ml=ml,
         queue=CeleryTaskQueue(create_celery_app(settings), settings.train_queue, settings.eval_queue),
     )

@@ -13,7 +13,9 @@ from app.services import jobs as job_service
 from storage.errors import ObjectStoreUnavailable
 from storage.models import AdaptationJob, Evaluation, Head, HeadStatus, HeadType, JobState, utcnow
 from tests.app.support import add_utterances, create_job, load_job, seed_speaker
-from workers.jobs import fail_job, run_evaluation, run_training
+from workers.evaluation import run_evaluation
+from workers.progress import fail_job
+from workers.training import run_training
 
 
 def heads_of(services, speaker_id) -> list[Head]:
@@ -110,7 +112,7 @@ class TestTraining:
                     db.commit()
 
         ml.on_train_step = cancel_at_step_two
-        import workers.jobs as jobs_module
+        import workers.progress as jobs_module
 
         jobs_module.HEARTBEAT_INTERVAL_S, saved = 0.0, jobs_module.HEARTBEAT_INTERVAL_S
         try:

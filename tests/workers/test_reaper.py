@@ -1,4 +1,4 @@
-"""workers.reaper: jobs whose worker stopped reporting are re-queued a bounded number of times, then failed."""
+"""app.services.jobs.reap_stale_jobs and the workers' reaper thread: jobs whose worker stopped reporting are re-queued a bounded number of times, then failed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from sqlalchemy import update
 
 from storage.models import AdaptationJob, JobState, utcnow
 from tests.app.support import create_job, load_job, seed_speaker
-from workers.jobs import run_training
-from workers.reaper import reap_interval_s, reap_stale_jobs
+from app.services.jobs import reap_stale_jobs
+from workers.reaper import reap_interval_s
+from workers.training import run_training
 
 
 def set_job(services, job_id, **values) -> None:

@@ -12,7 +12,8 @@ from storage.errors import ObjectStoreUnavailable
 from storage.models import JobState
 from tests.app.support import create_job, load_job, make_settings, seed_speaker
 from workers import runtime
-from workers.celery_app import broker_transport_options, celery_app, create_celery_app
+from app.services.queue import broker_transport_options, create_celery_app
+from workers.celery_app import celery_app
 
 
 def test_tasks_are_acked_late_routed_by_queue_and_keep_no_results(tmp_path):

@@ -19,7 +19,7 @@ import pytest
 from app.services.queue import CeleryTaskQueue
 from storage.models import JobState
 from tests.app.support import create_job, load_job, make_services, make_settings, seed_speaker
-from workers.celery_app import create_celery_app
+from app.services.queue import create_celery_app
 
 REPO = Path(__file__).resolve().parents[2]
 TERMINAL = {JobState.promoted, JobState.rejected, JobState.failed, JobState.cancelled}

@@ -7,7 +7,8 @@ import json
 import uuid
 
 from tests.app.conftest import assert_error
-from workers.jobs import run_evaluation, run_training
+from workers.evaluation import run_evaluation
+from workers.training import run_training
 
 
 def promote_a_head(client, services, seeded) -> str:

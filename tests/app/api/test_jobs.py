@@ -6,7 +6,8 @@ import uuid
 
 from storage.models import HeadStatus
 from tests.app.conftest import assert_error
-from workers.jobs import run_evaluation, run_training
+from workers.evaluation import run_evaluation
+from workers.training import run_training
 
 
 def start(client, speaker_id) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.job_states import (
+from app.services.jobs.states import (
     InvalidTransition,
     allowed_transitions,
     can_transition,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.services.gate import GateConfig, UtteranceScore, bootstrap_confidence, evaluate_gate
-from storage.models import Decision
+from hra.gate import GateConfig, GateDecision, UtteranceScore, bootstrap_confidence, evaluate_gate
 
 CONFIG = GateConfig(min_eval_words=40, min_relative_improvement=0.05, confidence=0.95, bootstrap_samples=2000, seed=0)
 
@@ -16,7 +15,7 @@ def scores(n: int, words: int, reference_errors: int, candidate_errors: int) -> 
 
 def test_consistent_large_improvement_is_promoted():
     result = evaluate_gate(scores(10, 10, 4, 1), CONFIG)
-    assert result.decision is Decision.promote
+    assert result.decision is GateDecision.promote
     assert result.promote
     assert result.confidence == 1.0
     assert result.reference_wer == pytest.approx(0.4)
@@ -27,7 +26,7 @@ def test_consistent_large_improvement_is_promoted():
 
 def test_too_few_held_out_words_is_rejected_whatever_the_improvement():
     result = evaluate_gate(scores(3, 10, 5, 0), CONFIG)
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert "too few held-out words: 30 < 40" in result.reason
 
 
@@ -36,7 +35,7 @@ def test_improvement_below_the_margin_is_rejected():
     s = scores(20, 10, 5, 5)
     s[0] = UtteranceScore(10, 5, 2)
     result = evaluate_gate(s, CONFIG)
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert "below the margin" in result.reason
 
 
@@ -46,27 +45,27 @@ def test_improvement_carried_by_one_utterance_is_not_significant():
     s[0] = UtteranceScore(10, 10, 0)
     result = evaluate_gate(s, CONFIG)
     assert result.relative_improvement > 0.05
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert "not significant" in result.reason
     assert result.confidence < 0.95
 
 
 def test_worse_candidate_is_rejected_with_zero_confidence():
     result = evaluate_gate(scores(10, 10, 1, 3), CONFIG)
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert result.confidence == 0.0
     assert result.relative_improvement < 0
 
 
 def test_perfect_reference_cannot_be_beaten():
     result = evaluate_gate(scores(10, 10, 0, 0), CONFIG)
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert "no errors" in result.reason
 
 
 def test_no_utterances_is_rejected():
     result = evaluate_gate([], CONFIG)
-    assert result.decision is Decision.reject
+    assert result.decision is GateDecision.reject
     assert result.words == 0
     assert result.confidence == 0.0
 

@@ -1,4 +1,4 @@
-"""The evaluation gate, a pure function: should a candidate head replace the reference?
+"""The evaluation gate, a pure function (the service and the benchmarks both decide with it): should a candidate head replace the reference?
 
 The reference is the head in service, or the base model when the speaker has none. The candidate is promoted
 only if
@@ -18,17 +18,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import enum
+
 import numpy as np
 
-from storage.models import Decision
+
+class GateDecision(str, enum.Enum):
+    """What the gate says of a candidate (the service stores it as its own ``Decision``, same values)."""
+
+    promote = "promote"
+    reject = "reject"
 
 
 @dataclass(frozen=True)
 class GateConfig:
-    min_eval_words: int
-    min_relative_improvement: float
-    confidence: float
-    bootstrap_samples: int
+    """The gate's thresholds; the defaults are what the product ships (its settings start from them)."""
+
+    min_eval_words: int = 40
+    min_relative_improvement: float = 0.05
+    confidence: float = 0.95
+    bootstrap_samples: int = 2000
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -51,7 +60,7 @@ class UtteranceScore:
 
 @dataclass(frozen=True)
 class GateResult:
-    decision: Decision
+    decision: GateDecision
     reason: str
     confidence: float  # bootstrap P(candidate makes fewer errors than the reference)
     words: int
@@ -61,7 +70,7 @@ class GateResult:
 
     @property
     def promote(self) -> bool:
-        return self.decision is Decision.promote
+        return self.decision is GateDecision.promote
 
 
 def bootstrap_confidence(scores: Sequence[UtteranceScore], samples: int, seed: int) -> float:
@@ -84,7 +93,7 @@ def evaluate_gate(scores: Sequence[UtteranceScore], config: GateConfig) -> GateR
     relative = (reference_wer - candidate_wer) / reference_wer if reference_wer > 0 else 0.0
     confidence = bootstrap_confidence(scores, config.bootstrap_samples, config.seed)
 
-    def result(decision: Decision, reason: str) -> GateResult:
+    def result(decision: GateDecision, reason: str) -> GateResult:
         return GateResult(decision, reason, confidence, words, reference_wer, candidate_wer, relative)
 
     numbers = (
@@ -93,17 +102,17 @@ def evaluate_gate(scores: Sequence[UtteranceScore], config: GateConfig) -> GateR
     )
     if words < config.min_eval_words:
         return result(
-            Decision.reject, f"too few held-out words: {words} < {config.min_eval_words} required; {numbers}"
+            GateDecision.reject, f"too few held-out words: {words} < {config.min_eval_words} required; {numbers}"
         )
     if reference_wer == 0.0:
-        return result(Decision.reject, f"the reference already makes no errors; nothing to improve; {numbers}")
+        return result(GateDecision.reject, f"the reference already makes no errors; nothing to improve; {numbers}")
     if relative < config.min_relative_improvement:
         return result(
-            Decision.reject,
+            GateDecision.reject,
             f"improvement below the margin of {config.min_relative_improvement:.1%} relative; {numbers}",
         )
     if confidence < config.confidence:
         return result(
-            Decision.reject, f"improvement not significant at confidence {config.confidence:.3f}; {numbers}"
+            GateDecision.reject, f"improvement not significant at confidence {config.confidence:.3f}; {numbers}"
         )
-    return result(Decision.promote, f"candidate beats the reference; {numbers}")
+    return result(GateDecision.promote, f"candidate beats the reference; {numbers}")

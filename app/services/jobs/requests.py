@@ -1,30 +1,24 @@
-"""Adaptation jobs: creation (one active job per speaker, enforced by the database), lookup, state changes."""
+"""What clients ask of jobs: creation (one active job per speaker, enforced by the database), lookup, cancel."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
-from datetime import datetime
-from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.services.job_states import check_transition, is_terminal
+from app.services.jobs.transitions import refresh, transition
 from app.settings import Settings
 from storage.models import (
     ACTIVE_JOB_STATES,
     AdaptationJob,
-    Head,
-    HeadStatus,
     HeadType,
     JobState,
     Speaker,
     Split,
     Utterance,
-    utcnow,
 )
 
 
@@ -83,7 +77,8 @@ def create_job(
     """A queued job. Flushes; the caller commits, then enqueues.
 
     The unique ``active_speaker_id`` column makes "one active job per speaker" hold under concurrency: the
-    loser of a race gets an ``IntegrityError``, turned into ``JobAlreadyActive`` (409) after a rollback.
+    loser of a race gets an ``IntegrityError``, turned into ``JobAlreadyActive`` (409); the request's boundary
+    rolls the session back.
     """
     budget = training_budget(settings, max_train_seconds, max_epochs)
     check_enough_data(db, settings, speaker.id)
@@ -103,59 +98,7 @@ def create_job(
     try:
         db.flush()
     except IntegrityError as exc:
-        db.rollback()
         raise errors.JobAlreadyActive("another job of this speaker became active concurrently") from exc
-    return job
-
-
-def transition(
-    db: Session,
-    job_id: uuid.UUID,
-    sources: Iterable[JobState],
-    target: JobState,
-    *,
-    at_attempt: int | None = None,
-    now: datetime | None = None,
-    **values: Any,
-) -> bool:
-    """Conditionally move a job: ``UPDATE ... WHERE id = :id AND state IN :sources [AND attempts = :at_attempt]``.
-
-    Returns whether the job moved; ``False`` means it was not in ``sources`` (or not at that attempt) any more:
-    another actor (a client's cancel, a newer attempt, the reaper) got there first. The conditional UPDATE is
-    what makes concurrent state changes safe on SQLite and Postgres alike (no read-then-write races). Ending a
-    job frees the speaker's active slot and rejects its unpromoted candidate head. Flushes, never commits.
-    """
-    sources = frozenset(sources)
-    for source in sources:
-        check_transition(source, target)
-    now = now or utcnow()
-    query = update(AdaptationJob).where(AdaptationJob.id == job_id, AdaptationJob.state.in_(sources))
-    if at_attempt is not None:
-        query = query.where(AdaptationJob.attempts == at_attempt)
-    ending = is_terminal(target)
-    if ending:
-        values = {"active_speaker_id": None, "finished_at": now, **values}
-    else:
-        values = {"active_speaker_id": AdaptationJob.speaker_id, **values}
-    result = db.execute(
-        query.values(state=target, updated_at=now, **values).execution_options(synchronize_session=False)
-    )
-    if result.rowcount != 1:
-        return False
-    if target in (JobState.failed, JobState.cancelled):
-        db.execute(
-            update(Head)
-            .where(Head.job_id == job_id, Head.status == HeadStatus.candidate)
-            .values(status=HeadStatus.rejected)
-            .execution_options(synchronize_session=False)
-        )
-    db.flush()
-    return True
-
-
-def refresh(db: Session, job: AdaptationJob) -> AdaptationJob:
-    """Re-read a job after a conditional UPDATE (which bypasses the identity map)."""
-    db.refresh(job)
     return job
 
 
