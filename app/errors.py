@@ -3,18 +3,23 @@
 Every error response has one shape, ``{"error": {"code": ..., "message": ...}}``: the domain errors below,
 FastAPI's request validation errors (422, code ``validation_error``), Starlette's own 404/405 and anything else
 that escapes a route (500, ``internal_error``; never for a client's mistake).
+
+Errors of the layers below (the object store's ``ObjectStoreUnavailable``, the database's ``OperationalError``)
+are translated here, by the installed handlers, and nowhere else: routes and services let them propagate.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NamedTuple
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from storage.errors import ObjectStoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -170,11 +175,6 @@ class BrokerUnavailable(ServiceUnavailable):
     message = "the job could not be queued: the task broker is unreachable"
 
 
-class ObjectStoreUnavailable(ServiceUnavailable):
-    code = "object_store_unavailable"
-    message = "the object store is unreachable"
-
-
 class DatabaseUnavailable(ServiceUnavailable):
     code = "database_unavailable"
     message = "the database is unreachable or busy; retry later"
@@ -192,11 +192,32 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-def error_responses(*errors: type[AppError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI ``responses=`` for a route: each status with the error codes it may carry."""
+class Translation(NamedTuple):
+    """How a handler renders an error of a layer below (which is no ``AppError``)."""
+
+    status_code: int
+    code: str
+    message: str
+
+
+STORE_DOWN = Translation(503, "object_store_unavailable", "the object store is unreachable")
+
+
+def _status_and_code(err: type[Exception]) -> tuple[int, str]:
+    if issubclass(err, AppError):
+        return err.status_code, err.code
+    if issubclass(err, ObjectStoreUnavailable):
+        return STORE_DOWN.status_code, STORE_DOWN.code
+    raise TypeError(f"no handler translates {err.__name__}")
+
+
+def error_responses(*errors: type[Exception]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses=`` for a route: each status with the error codes it may carry. ``errors`` are
+    ``AppError`` subclasses or errors of the layers below that the handlers translate (``ObjectStoreUnavailable``)."""
     by_status: dict[int, list[str]] = {}
     for err in errors:
-        by_status.setdefault(err.status_code, []).append(err.code)
+        status, code = _status_and_code(err)
+        by_status.setdefault(status, []).append(code)
     return {
         status: {"model": ErrorResponse, "description": "Error codes: " + ", ".join(f"`{c}`" for c in codes)}
         for status, codes in sorted(by_status.items())
@@ -245,7 +266,7 @@ async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
 
 async def _store_down(_: Request, exc: Exception) -> JSONResponse:
     logger.warning("object store unavailable: %s", exc)
-    return error_json(503, ObjectStoreUnavailable.code, f"{ObjectStoreUnavailable.message}: {exc}")
+    return error_json(STORE_DOWN.status_code, STORE_DOWN.code, f"{STORE_DOWN.message}: {exc}")
 
 
 async def _database_down(_: Request, exc: Exception) -> JSONResponse:
@@ -261,10 +282,8 @@ async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
 def install_error_handlers(app: FastAPI) -> None:
     from sqlalchemy.exc import OperationalError
 
-    from storage.errors import ObjectStoreUnavailable as StoreDown
-
     app.add_exception_handler(AppError, _app_error)  # type: ignore[arg-type]
-    app.add_exception_handler(StoreDown, _store_down)
+    app.add_exception_handler(ObjectStoreUnavailable, _store_down)
     app.add_exception_handler(OperationalError, _database_down)
     app.add_exception_handler(RequestValidationError, _validation_error)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _http_error)  # type: ignore[arg-type]

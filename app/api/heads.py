@@ -15,7 +15,6 @@ from app.security import CurrentTenant
 from app.services import heads as head_service
 from app.services import speakers as speaker_service
 from storage.errors import ObjectNotFound
-from storage.errors import ObjectStoreUnavailable as StoreDown
 
 router = APIRouter(tags=["heads"])
 
@@ -42,15 +41,13 @@ def get_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadOu
     },
 )
 def download_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store) -> StreamingResponse:
-    """The safetensors bytes; load them with ``hra.hra.artifacts.head_from_bytes`` and the same foundation."""
+    """The safetensors bytes; load them with ``hra.adapter.artifacts.head_from_bytes`` and the same foundation."""
     head = head_service.get_head(db, tenant.id, head_id)
     try:
         size = store.stat(head.object_key)
         chunks = store.stream(head.object_key)
     except ObjectNotFound as exc:
         raise errors.ArtifactNotFound() from exc
-    except StoreDown as exc:
-        raise errors.ObjectStoreUnavailable(str(exc)) from exc
     filename = f"head-{head.speaker_id}-v{head.version}.safetensors"
     return StreamingResponse(
         chunks,

@@ -5,16 +5,13 @@ from __future__ import annotations
 import uuid
 
 from fastapi import APIRouter, Query, Response, status
-from sqlalchemy import select
 
 from app.api.deps import DbSession, Store
-from app.api.views import speaker_out
+from app.api.views import speaker_out, speakers_out
 from app.errors import ObjectStoreUnavailable, SpeakerExists, SpeakerNotFound, error_responses
 from app.schemas import SpeakerCreate, SpeakerList, SpeakerOut
 from app.security import CurrentTenant
 from app.services import speakers as speaker_service
-from storage.errors import ObjectStoreUnavailable as StoreDown
-from storage.models import Speaker
 
 router = APIRouter(prefix="/v1/speakers", tags=["speakers"])
 
@@ -34,14 +31,8 @@ def list_speakers(
     offset: int = Query(0, ge=0),
 ) -> SpeakerList:
     """The caller's speakers, oldest first."""
-    speakers = db.scalars(
-        select(Speaker)
-        .where(Speaker.tenant_id == tenant.id)
-        .order_by(Speaker.created_at, Speaker.id)
-        .limit(limit)
-        .offset(offset)
-    )
-    return SpeakerList(items=[speaker_out(db, s) for s in speakers])
+    speakers = speaker_service.list_speakers(db, tenant.id, limit, offset)
+    return SpeakerList(items=speakers_out(db, speakers))
 
 
 @router.get("/{speaker_id}", responses=error_responses(SpeakerNotFound))
@@ -58,9 +49,6 @@ def get_speaker(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> 
 def delete_speaker(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store) -> Response:
     """Erase the speaker: its audio, head artifacts and reports, then its rows (utterances, jobs, heads)."""
     speaker = speaker_service.get_speaker(db, tenant.id, speaker_id)
-    try:
-        speaker_service.delete_speaker(db, store, speaker)
-    except StoreDown as exc:
-        raise ObjectStoreUnavailable(f"could not erase the speaker's objects; retry: {exc}") from exc
+    speaker_service.delete_speaker(db, store, speaker)
     db.commit()
     return Response(status_code=status.HTTP_204_NO_CONTENT)

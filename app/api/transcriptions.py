@@ -14,14 +14,14 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
-from app.ml import AudioTooLongForModel, IncompatibleHead, InvalidAudio, MLService, ModelUnavailable
+from app.ml import IncompatibleHead, MLService, ModelUnavailable
 from app.schemas import TranscriptionOut
 from app.security import CurrentTenant
 from app.services import heads as head_service
 from app.services import speakers as speaker_service
+from app.services.audio import decode_checked
 from app.settings import Settings
 from storage.errors import ObjectNotFound
-from storage.errors import ObjectStoreUnavailable as StoreDown
 
 router = APIRouter(tags=["transcriptions"])
 
@@ -35,16 +35,7 @@ _AUDIO_ERRORS = (
 
 
 def _transcribe(ml: MLService, settings: Settings, data: bytes, head: bytes | None) -> str:
-    try:
-        decoded = ml.decode_audio(data)
-    except AudioTooLongForModel as exc:
-        raise errors.AudioTooLong(str(exc)) from exc
-    except InvalidAudio as exc:
-        raise errors.InvalidAudio(str(exc)) from exc
-    if decoded.duration_s > settings.max_utterance_seconds:
-        raise errors.AudioTooLong(
-            f"audio is {decoded.duration_s:.1f} s; at most {settings.max_utterance_seconds:g} s allowed"
-        )
+    decoded = decode_checked(ml, data, settings)
     try:
         return ml.transcribe([decoded.waveform], [head])[0]
     except ModelUnavailable as exc:
@@ -88,8 +79,6 @@ def transcribe_for_speaker(
             artifact = store.get(object_key)
         except ObjectNotFound as exc:
             raise errors.ArtifactNotFound() from exc
-        except StoreDown as exc:
-            raise errors.ObjectStoreUnavailable(str(exc)) from exc
     return TranscriptionOut(text=_transcribe(ml, settings, data, artifact), head_id=used_id)
 
 

@@ -14,7 +14,6 @@ from app.schemas import UtteranceList, UtteranceOut
 from app.security import CurrentTenant
 from app.services import speakers as speaker_service
 from app.services import utterances as utterance_service
-from storage.errors import ObjectStoreUnavailable as StoreDown
 
 router = APIRouter(prefix="/v1/speakers/{speaker_id}/utterances", tags=["utterances"])
 
@@ -52,10 +51,7 @@ def upload_utterance(
     utterance_service.clean_transcript(transcript)  # cheap checks before reading and decoding the audio
     utterance_service.parse_split(split)
     data = read_upload(audio, settings.max_upload_bytes)
-    try:
-        utterance = utterance_service.add_utterance(db, store, ml, settings, speaker, data, transcript, split)
-    except StoreDown as exc:
-        raise errors.ObjectStoreUnavailable(str(exc)) from exc
+    utterance = utterance_service.add_utterance(db, store, ml, settings, speaker, data, transcript, split)
     try:
         db.commit()
     except BaseException:

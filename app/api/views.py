@@ -1,4 +1,8 @@
-"""ORM rows -> response bodies (the few that need more than ``from_attributes``)."""
+"""ORM rows -> response bodies (the few that need more than ``from_attributes``).
+
+The ``*_out`` functions over lists fetch what the rows need in a fixed number of queries, whatever the number
+of rows (never a query per row).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +10,29 @@ from sqlalchemy.orm import Session
 
 from app.schemas import EvaluationOut, HeadOut, JobOut, SpeakerOut, UtteranceCounts
 from app.services.heads import evaluations_by_head
-from app.services.speakers import summarize
+from app.services.speakers import summarize_many
 from storage.models import AdaptationJob, Evaluation, Head, Speaker
 
 
+def speakers_out(db: Session, speakers: list[Speaker]) -> list[SpeakerOut]:
+    summaries = summarize_many(db, [s.id for s in speakers])
+    return [
+        SpeakerOut(
+            id=speaker.id,
+            external_id=speaker.external_id,
+            display_name=speaker.display_name,
+            created_at=speaker.created_at,
+            utterances=UtteranceCounts(train=summary.train_utterances, eval=summary.eval_utterances),
+            enrolled_seconds=round(summary.enrolled_seconds, 3),
+            in_service_head_id=summary.in_service_head_id,
+            active_job_id=summary.active_job_id,
+        )
+        for speaker, summary in ((s, summaries[s.id]) for s in speakers)
+    ]
+
+
 def speaker_out(db: Session, speaker: Speaker) -> SpeakerOut:
-    summary = summarize(db, speaker.id)
-    return SpeakerOut(
-        id=speaker.id,
-        external_id=speaker.external_id,
-        display_name=speaker.display_name,
-        created_at=speaker.created_at,
-        utterances=UtteranceCounts(train=summary.train_utterances, eval=summary.eval_utterances),
-        enrolled_seconds=round(summary.enrolled_seconds, 3),
-        in_service_head_id=summary.in_service_head_id,
-        active_job_id=summary.active_job_id,
-    )
+    return speakers_out(db, [speaker])[0]
 
 
 def evaluation_out(evaluation: Evaluation | None) -> EvaluationOut | None:

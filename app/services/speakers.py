@@ -1,4 +1,4 @@
-"""Speakers: creation, tenant-scoped lookup, summary, and erasure (objects first, then rows)."""
+"""Speakers: creation, tenant-scoped lookup and listing, batched summaries, and erasure (objects first, then rows)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from storage.objects import ObjectStore, speaker_prefix
 
 
 def create_speaker(db: Session, tenant_id: uuid.UUID, external_id: str | None, display_name: str | None) -> Speaker:
-    """Flushes; a duplicate ``external_id`` in the tenant raises ``SpeakerExists`` (the session is rolled back)."""
+    """Flushes, does not commit. A duplicate ``external_id`` in the tenant raises ``SpeakerExists``; when a
+    concurrent request caused it (the flush failed), the caller's transaction is unusable and the caller rolls
+    it back (the request's session dependency does)."""
     if external_id is not None and db.scalar(
         select(Speaker.id).where(Speaker.tenant_id == tenant_id, Speaker.external_id == external_id)
     ):
@@ -33,7 +35,6 @@ def create_speaker(db: Session, tenant_id: uuid.UUID, external_id: str | None, d
     try:
         db.flush()
     except IntegrityError as exc:  # a concurrent request created the same external_id
-        db.rollback()
         raise SpeakerExists(f"a speaker with external_id {external_id!r} already exists") from exc
     return speaker
 
@@ -58,24 +59,51 @@ class SpeakerSummary:
     active_job_id: uuid.UUID | None
 
 
-def summarize(db: Session, speaker_id: uuid.UUID) -> SpeakerSummary:
-    counts = dict(
-        db.execute(
-            select(Utterance.split, func.count()).where(Utterance.speaker_id == speaker_id).group_by(Utterance.split)
-        ).all()
+def list_speakers(db: Session, tenant_id: uuid.UUID, limit: int, offset: int) -> list[Speaker]:
+    """The tenant's speakers, oldest first."""
+    return list(
+        db.scalars(
+            select(Speaker)
+            .where(Speaker.tenant_id == tenant_id)
+            .order_by(Speaker.created_at, Speaker.id)
+            .limit(limit)
+            .offset(offset)
+        )
     )
-    seconds = db.scalar(
-        select(func.coalesce(func.sum(Utterance.duration_s), 0.0)).where(Utterance.speaker_id == speaker_id)
+
+
+def summarize_many(db: Session, speaker_ids: list[uuid.UUID]) -> dict[uuid.UUID, SpeakerSummary]:
+    """The summary of each speaker in three queries, however many speakers (one per kind of row)."""
+    if not speaker_ids:
+        return {}
+    utterances = db.execute(
+        select(Utterance.speaker_id, Utterance.split, func.count(), func.coalesce(func.sum(Utterance.duration_s), 0.0))
+        .where(Utterance.speaker_id.in_(speaker_ids))
+        .group_by(Utterance.speaker_id, Utterance.split)
+    ).all()
+    in_service = select(Head.speaker_id, Head.id).where(
+        Head.speaker_id.in_(speaker_ids), Head.status == HeadStatus.in_service
     )
-    head_id = db.scalar(select(Head.id).where(Head.speaker_id == speaker_id, Head.status == HeadStatus.in_service))
-    job_id = db.scalar(select(AdaptationJob.id).where(AdaptationJob.active_speaker_id == speaker_id))
-    return SpeakerSummary(
-        train_utterances=int(counts.get(Split.train, 0)),
-        eval_utterances=int(counts.get(Split.eval, 0)),
-        enrolled_seconds=float(seconds or 0.0),
-        in_service_head_id=head_id,
-        active_job_id=job_id,
+    heads = dict(db.execute(in_service).all())
+    active = select(AdaptationJob.active_speaker_id, AdaptationJob.id).where(
+        AdaptationJob.active_speaker_id.in_(speaker_ids)
     )
+    jobs = dict(db.execute(active).all())
+    counts: dict[tuple[uuid.UUID, Split], int] = {}
+    seconds: dict[uuid.UUID, float] = {}
+    for speaker_id, split, count, total in utterances:
+        counts[(speaker_id, Split(split))] = int(count)
+        seconds[speaker_id] = seconds.get(speaker_id, 0.0) + float(total or 0.0)
+    return {
+        speaker_id: SpeakerSummary(
+            train_utterances=counts.get((speaker_id, Split.train), 0),
+            eval_utterances=counts.get((speaker_id, Split.eval), 0),
+            enrolled_seconds=seconds.get(speaker_id, 0.0),
+            in_service_head_id=heads.get(speaker_id),
+            active_job_id=jobs.get(speaker_id),
+        )
+        for speaker_id in speaker_ids
+    }
 
 
 def delete_speaker(db: Session, store: ObjectStore, speaker: Speaker) -> None:

@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
-from app.ml import AudioTooLongForModel, InvalidAudio, MLService
+from app.ml import MLService
+from app.services.audio import decode_checked
 from app.settings import Settings
 from storage.models import Speaker, Split, Utterance
 from storage.objects import ObjectStore, utterance_key
@@ -60,25 +61,12 @@ def add_utterance(
     """Decode, check and store one utterance (blocking: call from a worker thread). Flushes, does not commit.
 
     The audio object is written before the row; if the caller's commit fails it must ``store.delete(row.object_key)``.
+    A speaker deleted meanwhile raises ``SpeakerNotFound`` (the object is deleted again); like after any failed
+    flush, the caller's transaction is then unusable and the caller rolls it back.
     """
     text = clean_transcript(transcript)
     chosen = parse_split(split)
-    if not audio:
-        raise errors.EmptyAudio()
-    try:
-        decoded = ml.decode_audio(audio)
-    except AudioTooLongForModel as exc:
-        raise errors.AudioTooLong(f"audio too long: {exc}") from exc
-    except InvalidAudio as exc:
-        raise errors.InvalidAudio(str(exc)) from exc
-    if decoded.duration_s < settings.min_utterance_seconds:
-        raise errors.AudioTooShort(
-            f"audio is {decoded.duration_s:.2f} s; at least {settings.min_utterance_seconds:g} s required"
-        )
-    if decoded.duration_s > settings.max_utterance_seconds:
-        raise errors.AudioTooLong(
-            f"audio is {decoded.duration_s:.1f} s; at most {settings.max_utterance_seconds:g} s allowed"
-        )
+    decoded = decode_checked(ml, audio, settings, min_seconds=settings.min_utterance_seconds)
     flac = ml.encode_flac(decoded.waveform)
     digest = hashlib.sha256(flac).hexdigest()
     utterance_id = uuid.uuid4()
@@ -101,7 +89,6 @@ def add_utterance(
         db.flush()
     except IntegrityError as exc:  # the speaker was deleted while the audio was being processed
         store.delete(key)
-        db.rollback()
         raise errors.SpeakerNotFound() from exc
     except BaseException:
         store.delete(key)
