@@ -212,7 +212,7 @@ class HRAMLService:
 
     def _parse_head(self, artifact: bytes) -> Any:
         from hra.errors import FoundationMismatch, InvalidArtifact
-        from hra.hra.artifacts import head_from_bytes
+        from hra.adapter.artifacts import head_from_bytes
 
         try:
             return head_from_bytes(artifact, self._get_foundation())
@@ -249,7 +249,7 @@ class HRAMLService:
         should_stop: Callable[[], bool],
     ) -> TrainedHead:
         from hra.errors import TrainingCancelled
-        from hra.hra.artifacts import head_to_bytes
+        from hra.adapter.artifacts import head_to_bytes
         from hra.training.head import HeadTrainingOptions, train_head
 
         foundation = self._get_foundation()

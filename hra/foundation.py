@@ -21,9 +21,9 @@ from safetensors.torch import save as st_save
 
 from hra.backbone.base import Backbone
 from hra.errors import ControllerUnavailable
-from hra.hra.artifacts import controller_to_bytes, load_controller
-from hra.hra.controller import Controller
-from hra.hra.heads import HeadConfig, make_head
+from hra.adapter.artifacts import controller_to_bytes, load_controller
+from hra.adapter.controller import Controller
+from hra.adapter.heads import HeadConfig, make_head
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_CONTROLLER_PATH = ASSETS_DIR / "controller.safetensors"

@@ -13,8 +13,8 @@ import torch
 
 from hra.backbone.base import Backbone
 from hra.foundation import Foundation
-from hra.hra.heads import Head
-from hra.hra.hook import HRAHook
+from hra.adapter.heads import Head
+from hra.adapter.hook import HRAHook
 
 SAMPLE_RATE = 16000
 

@@ -2,7 +2,7 @@
 foundation benchmark compares with HRA heads, under the same data and time budget.
 
 Modules: ``adapters`` (the modules: identity at start, the shared backbone never changed), ``training``
-(``train_adapter`` on the shared loop ``hra.training.loop.fit``, ``transcribe_adapted``).
+(``train_adapter`` on the shared set-up and loop ``hra.training.loop.SpeakerTraining``, ``transcribe_adapted``).
 """
 
 from hra.baselines.adapters import (

@@ -1,14 +1,14 @@
 """Training and running the baseline adapters, with the same loop, data split and budget as an HRA head.
 
-``train_adapter`` is ``hra.training.head.train_head`` with an ``EncoderAdapter`` in place of the head: both call
-``hra.training.loop.fit`` with the frozen decoder's teacher-forced cross-entropy, so a baseline compared with a
-head gets the same enrollment batches, held-out slice, schedule, precision and wall-clock budget (only the
-learning rate is the baseline's own). ``transcribe_adapted`` decodes with the backbone's guarded decoding.
+``train_adapter`` is ``hra.training.head.train_head`` with an ``EncoderAdapter`` in place of the head: both train
+through ``hra.training.loop.SpeakerTraining`` (``fit`` with the frozen decoder's teacher-forced cross-entropy), so
+a baseline compared with a head gets the same enrollment batches, held-out slice, schedule, precision,
+augmentation and wall-clock budget (only the learning rate is the baseline's own). ``transcribe_adapted`` decodes
+with the backbone's guarded decoding.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -17,14 +17,14 @@ import torch
 
 from hra.backbone.base import Backbone, EncoderInput
 from hra.baselines.adapters import AdapterConfig, EncoderAdapter, EncoderSpec, make_adapter
-from hra.training.augment import SpecAugment
 from hra.training.data import PreparedBatch
-from hra.training.head import HeadTrainingOptions, resolve_precision
-from hra.training.loop import TrainProgress, fit, prepare_enrollment, teacher_forced_batch_loss
+from hra.training.head import HeadTrainingOptions
+from hra.training.loop import Encode, SpeakerTraining, TrainProgress, teacher_forced_batch_loss
+from hra.training.schedule import with_schedule
 
 SAMPLE_RATE = 16000
 
-# Learning rates per kind (the head's is HeadTrainingOptions.learning_rate, 3e-3), each the best of a sweep
+# Learning rates per kind (the head's is HEAD_SCHEDULE.learning_rate, 3e-3), each the best of a sweep
 # (houlsby and lora 1e-3 / 3e-3 / 1e-2; full_ft 3e-5 / 1e-4 / 3e-4 / 1e-3) by the teacher-forced loss on 20
 # eval utterances of a controller-group voice (espeak-de, never a new speaker) after the head's recipe and 60-s
 # budget, 50 enrollment utterances, cut context. Test losses: houlsby 1.30 / 1.14 / 2.62 (diverged);
@@ -38,6 +38,11 @@ class AdapterTrainingResult:
     metrics: dict
 
 
+def adapter_encode(adapter: EncoderAdapter) -> Encode:
+    """The adapted encoder (no decoder hook: the baselines leave the decoder alone)."""
+    return lambda enc: (adapter.encode(enc), None)
+
+
 def adapter_loss(
     backbone: Backbone,
     adapter: EncoderAdapter,
@@ -46,7 +51,7 @@ def adapter_loss(
     augment: Callable[[EncoderInput], EncoderInput] | None = None,
 ) -> torch.Tensor:
     """Teacher-forced loss of one batch through the adapted encoder (scalar, float32)."""
-    return teacher_forced_batch_loss(backbone, batch, lambda enc: (adapter.encode(enc), None), dtype, augment)
+    return teacher_forced_batch_loss(backbone, batch, adapter_encode(adapter), dtype, augment)
 
 
 def train_adapter(
@@ -62,45 +67,25 @@ def train_adapter(
     """Train a fresh ``config.kind`` adapter on (waveform (N,) float32 16 kHz, transcript) pairs.
 
     ``options`` is the head's recipe (its loop settings: budgets, split, schedule, precision; head_type,
-    ffn_hidden and init do not apply); ``learning_rate`` defaults to ``DEFAULT_LEARNING_RATES[config.kind]``.
+    ffn_hidden and init do not apply); ``learning_rate`` (in place of the schedule's) defaults to
+    ``DEFAULT_LEARNING_RATES[config.kind]``.
     The time budget covers building the adapter (the encoder copy) as well.
     """
     started = time.monotonic()
     lr = learning_rate if learning_rate is not None else DEFAULT_LEARNING_RATES[config.kind]
-    options = dataclasses.replace(options, learning_rate=lr)
-    device = getattr(backbone, "device", torch.device("cpu"))
-    data = prepare_enrollment(backbone, utterances, options, torch.device(device))
+    options = with_schedule(options, learning_rate=lr)
+    device = torch.device(getattr(backbone, "device", torch.device("cpu")))
+    run = SpeakerTraining.prepare(backbone, utterances, options, device, started)
     adapter = make_adapter(backbone, config, spec, seed=options.seed)
-    dtype = resolve_precision(options.precision, torch.device(device))
-    augment = None
-    if options.spec_augment:
-        spec_aug, gen = SpecAugment(), torch.Generator().manual_seed(options.seed)
-        augment = lambda enc: spec_aug(enc, gen)  # noqa: E731
-
-    def loss(batch: PreparedBatch, aug) -> torch.Tensor:
-        return adapter_loss(backbone, adapter, batch, dtype, aug)
-
-    result = fit(adapter, loss, data, options, started, augment, progress, should_stop)
+    result = run.train(adapter, adapter_encode(adapter), progress, should_stop)
     adapter.freeze()
-    history = result.history
     metrics = {
         "kind": config.kind,
         "config": config.to_dict(),
         "parameters": adapter.num_parameters,
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "seconds": round(time.monotonic() - started, 3),
-        "prepare_seconds": round(result.prepare_seconds, 3),
-        "stopped_by": result.stopped_by,
-        "best_epoch": result.best_epoch,
-        "train_loss": history[-1]["train_loss"] if history else None,
-        "holdout_loss": result.best_loss,
-        "holdout_loss_initial": result.holdout_initial,
-        "train_utterances": len(data.train_indices),
-        "holdout_utterances": len(data.hold_indices),
-        "history": history,
+        **run.metrics(result),
         "learning_rate": lr,
-        "precision": str(dtype).removeprefix("torch."),
+        "precision": run.precision,
     }
     return AdapterTrainingResult(adapter=adapter, metrics=metrics)
 

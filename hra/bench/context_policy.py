@@ -1,9 +1,10 @@
 """Encoder context policy for Whisper tiny.en: WER and seconds per utterance of 30-s padding vs cut contexts.
 
-    python -m hra.bench.context_policy [--n 30] [--out benchmarks/results/context_policy.json]
+    python -m hra.bench.context_policy [--n 30] [--out benchmarks/results/context_policy.json] [--real-speech DIR]
 
 Voices: standard US-English synthetic voices (espeak-ng en-us, flite slt and kal16, festival ked), accented
-voices reading English (espeak-ng pt-br, pl), and recordings of real people (tests/fixtures/real_speech).
+voices reading English (espeak-ng pt-br, pl), and recordings of real people (``--real-speech``, by default
+benchmarks/data/real_speech).
 Systems, each one utterance at a time on one CPU thread: this backbone's guarded greedy decoding under the
 policies full / cut / min5 / min10 (plus unguarded greedy for full and cut, from the same encoder output), and
 faster-whisper on the same wheel (int8: beam 5 with its default fallback, and greedy; float32 greedy).
@@ -30,11 +31,10 @@ from hra.audio import decode_audio, encode_flac
 from hra.backbone.decoding import DecodingOptions
 from hra.backbone.features import ContextPolicy
 from hra.backbone.whisper import BackboneOptions, WhisperBackbone, load_whisper_tiny_en, wheel_model_dir
+from hra.bench.paths import REAL_SPEECH, RESULTS_DIR, ROOT, real_speech_rows
 from hra.text import word_errors
 
-ROOT = Path(__file__).resolve().parents[2]
 SENTENCES = ROOT / "hra" / "assets" / "sentences" / "fortunes_en.tsv"
-REAL_SPEECH = ROOT / "tests" / "fixtures" / "real_speech"
 CACHE = ROOT / "var" / "bench_context"
 
 # name -> (group, engine command template); {txt} = text file, {wav} = output file.
@@ -95,14 +95,13 @@ def synthesize(voice: str, sentences: list[str]) -> list[Utterance]:
     return out
 
 
-def real_speech() -> list[Utterance]:
-    rows = [json.loads(line) for line in (REAL_SPEECH / "manifest.jsonl").read_text().splitlines()]
+def real_speech(folder: Path = REAL_SPEECH) -> list[Utterance]:
     return [
         Utterance(
             "real-speech", "real", r["file"], r["transcript"],
-            decode_audio((REAL_SPEECH / r["file"]).read_bytes()).waveform,
+            decode_audio((folder / r["file"]).read_bytes()).waveform,
         )
-        for r in rows
+        for r in real_speech_rows(folder)
     ]
 
 
@@ -211,7 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=30, help="sentences per synthetic voice")
     parser.add_argument("--voices", default=",".join(VOICES))
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "context_policy.json")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "context_policy.json")
+    parser.add_argument("--real-speech", type=Path, default=REAL_SPEECH, metavar="DIR",
+                        help="recordings of real people: audio files and a manifest.jsonl of {file, transcript}")
     parser.add_argument("--no-real", action="store_true")
     parser.add_argument("--batch-size", type=int, default=8, help="batch for the batched and training timings")
     parser.add_argument("--train-utts", type=int, default=32, help="utterances for the training-step timing")
@@ -225,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     for voice in args.voices.split(","):
         utts += synthesize(voice, sentences)
     if not args.no_real:
-        utts += real_speech()
+        utts += real_speech(args.real_speech)
     groups = sorted({u.voice for u in utts}, key=lambda v: list(VOICES).index(v) if v in VOICES else 99)
     print(f"{len(utts)} utterances, {sum(u.duration_s for u in utts):.0f} s of audio", flush=True)
 

@@ -17,7 +17,9 @@ from pathlib import Path
 
 import torch
 
-from hra.bench.foundation import ROOT, load_voice, score
+from hra.bench.foundation.data import load_voice
+from hra.bench.foundation.scoring import score
+from hra.bench.paths import CORPUS
 from hra.foundation import load_foundation
 from hra.inference import SAMPLE_RATE, transcribe
 from hra.training.head import HeadTrainingOptions, train_head
@@ -26,7 +28,7 @@ from hra.training.head import HeadTrainingOptions, train_head
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--voice", default="espeak-pt-br")
-    p.add_argument("--corpus", type=Path, default=ROOT / "corpus")
+    p.add_argument("--corpus", type=Path, default=CORPUS)
     p.add_argument("--train", type=int, default=50, help="enrollment utterances for the head")
     p.add_argument("--eval", type=int, default=40, help="held-out utterances decoded")
     p.add_argument("--beams", default="1,5", help="beam sizes to compare (1: greedy)")

@@ -26,33 +26,43 @@ import random
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, ClassVar
 
-import soundfile as sf
 import torch
-import torchaudio.functional as AF
 
 from hra.backbone.base import Backbone
 from hra.foundation import Foundation
-from hra.hra.artifacts import head_to_bytes, save_controller
-from hra.hra.controller import Controller, ControllerConfig
-from hra.hra.heads import Head, HeadConfig, make_head
-from hra.hra.hook import HRAHook
+from hra.adapter.artifacts import head_to_bytes, save_controller
+from hra.adapter.controller import Controller, ControllerConfig
+from hra.adapter.heads import Head, HeadConfig, make_head
+from hra.adapter.hook import HRAHook
 from hra.training.augment import WaveAugment
-from hra.training.data import SAMPLE_RATE, encoder_frames, frame_bounded_batches
-from hra.training.head import lr_factor, resolve_precision
+from hra.training.data import Utterance, encoder_frames, frame_bounded_batches, load_manifest_utterances
+from hra.training.loop import resolve_precision
+from hra.training.schedule import RecordNames, TrainingSchedule, options_from_record, options_record, schedule_names
 
 log = logging.getLogger("hra.training.controller")
+
+# The per-voice heads' schedule, in both phases (warm-up and cosine decay re-fitted to each phase's budget).
+CONTROLLER_SCHEDULE = TrainingSchedule(
+    learning_rate=3e-3, warmup_steps=20, min_lr_fraction=0.1, grad_clip=1.0, max_batch_frames=2400, weight_decay=0.0
+)
 
 
 @dataclass(frozen=True)
 class ControllerTrainingOptions:
     """d_controller / u_init: the controller's shape; include_decoder: the controller also runs across the decoder
-    blocks (``hra.hra.controller``); max_seconds: the whole run's wall-clock budget, of which
+    blocks (``hra.adapter.controller``); max_seconds: the whole run's wall-clock budget, of which
     prior_fraction goes to phase 2; epochs / prior_epochs: epoch caps per phase; per_voice: training
-    utterances per voice (None: all); holdout_per_voice: eval-split utterances per voice for the held-out loss."""
+    utterances per voice (None: all); holdout_per_voice: eval-split utterances per voice for the held-out loss.
+
+    Two learning rates, one schedule: ``schedule`` is the per-voice heads' (its ``learning_rate`` is the heads'
+    base rate in both phases; its warm-up, decay floor, gradient clip and batch bound apply to the whole step),
+    and ``controller_lr`` is the base rate of the controller's parameter group in phase 1, which follows the same
+    warm-up and decay. Records (``controller.json``, ``--options``) are flat, the heads' rate as ``head_lr``."""
 
     d_controller: int = 64
     u_init: float = 0.5
@@ -63,11 +73,7 @@ class ControllerTrainingOptions:
     prior_fraction: float = 0.25
     prior_epochs: int = 4
     controller_lr: float = 2e-3
-    head_lr: float = 3e-3
-    warmup_steps: int = 20
-    min_lr_fraction: float = 0.1
-    grad_clip: float = 1.0
-    max_batch_frames: int = 2400
+    schedule: TrainingSchedule = CONTROLLER_SCHEDULE
     per_voice: int | None = None
     holdout_per_voice: int = 4
     ffn_hidden: int = 128
@@ -76,19 +82,23 @@ class ControllerTrainingOptions:
     checkpoint_seconds: float = 120.0
     seed: int = 0
 
+    RECORD_NAMES: ClassVar[RecordNames] = {"schedule": schedule_names(learning_rate="head_lr")}
+
     def __post_init__(self) -> None:
         if not 0 <= self.prior_fraction < 1:
             raise ValueError("prior_fraction must be in [0, 1)")
         if self.epochs < 1 or self.max_seconds <= 0:
             raise ValueError("budgets must be positive")
+        if self.controller_lr <= 0:
+            raise ValueError("controller_lr must be positive")
 
+    def to_record(self) -> dict[str, Any]:
+        return options_record(self, self.RECORD_NAMES)
 
-@dataclass
-class Utterance:
-    voice: str
-    waveform: torch.Tensor
-    tokens: list[int]
-    id: str = ""
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "ControllerTrainingOptions":
+        """From a flat record (``controller.json``'s "options", also those written before ``schedule``)."""
+        return options_from_record(cls, record, cls.RECORD_NAMES)
 
 
 @dataclass
@@ -104,38 +114,6 @@ class RunState:
     history: list[dict] = field(default_factory=list)
     phase_step0: int = 0  # step and seconds at which the current phase began
     phase_time0: float = 0.0
-
-
-def load_manifest_utterances(
-    manifest: Path,
-    backbone: Backbone,
-    group: str = "controller",
-    split: str = "train",
-    voices: Sequence[str] | None = None,
-    per_voice: int | None = None,
-) -> list[Utterance]:
-    """Utterances of ``group``/``split`` from a corpus manifest (paths relative to the manifest's folder)."""
-    root = manifest.parent
-    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("group") == group and r.get("split") == split]
-    if voices:
-        rows = [r for r in rows if r["voice"] in set(voices)]
-    taken: dict[str, int] = {}
-    out = []
-    for r in rows:
-        if per_voice is not None and taken.get(r["voice"], 0) >= per_voice:
-            continue
-        taken[r["voice"]] = taken.get(r["voice"], 0) + 1
-        out.append(Utterance(r["voice"], read_audio(root / r["path"]), backbone.token_ids(r["text"]), r.get("id", "")))
-    return out
-
-
-def read_audio(path: Path) -> torch.Tensor:
-    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
-    wav = torch.from_numpy(data.mean(axis=1))
-    if rate != SAMPLE_RATE:
-        wav = AF.resample(wav, rate, SAMPLE_RATE)
-    return wav
 
 
 class ControllerTrainer:
@@ -186,18 +164,21 @@ class ControllerTrainer:
         }
 
     def _phase1_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(
+        return self.options.schedule.optimizer(
             [
                 {
                     "params": [p for p in self.controller.parameters() if p.requires_grad],
                     "lr": self.options.controller_lr,
                 },
-                {"params": [p for h in self.heads.values() for p in h.parameters()], "lr": self.options.head_lr},
+                {
+                    "params": [p for h in self.heads.values() for p in h.parameters()],
+                    "lr": self.options.schedule.learning_rate,
+                },
             ]
         )
 
     def _phase2_optimizer(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam([p for h in self.ffn_heads.values() for p in h.parameters()], lr=self.options.head_lr)
+        return self.options.schedule.optimizer([p for h in self.ffn_heads.values() for p in h.parameters()])
 
     def _enter_phase2(self) -> None:
         # The linear heads of phase 1 ended with the final controller: they stay (their mean is the linear prior).
@@ -215,7 +196,7 @@ class ControllerTrainer:
     def save_checkpoint(self) -> None:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         payload = {
-            "options": asdict(self.options),
+            "options": self.options.to_record(),
             "voices": self.voices,
             "controller_config": self.controller.config.to_dict(),
             "controller": self.controller.state_dict(),
@@ -252,7 +233,7 @@ class ControllerTrainer:
     def _epoch_batches(self, shuffle: bool = True) -> list[list[int]]:
         # Augmentation may slow an utterance down by 10%: leave room in the frame bound.
         lengths = [math.ceil(encoder_frames(u.waveform.numel()) * 1.12) for u in self.train_utts]
-        batches = frame_bounded_batches(lengths, self.options.max_batch_frames)
+        batches = frame_bounded_batches(lengths, self.options.schedule.max_batch_frames)
         if shuffle:
             self.rng.shuffle(batches)
         return batches
@@ -274,7 +255,7 @@ class ControllerTrainer:
             return None
         lengths = [encoder_frames(u.waveform.numel()) for u in self.holdout_utts]
         total, tokens = 0.0, 0
-        for batch in frame_bounded_batches(lengths, self.options.max_batch_frames):
+        for batch in frame_bounded_batches(lengths, self.options.schedule.max_batch_frames):
             utts = [self.holdout_utts[i] for i in batch]
             n = sum(len(u.tokens) + 1 for u in utts)
             total += float(self._loss(utts, heads_by_voice, augment=False)) * n
@@ -289,7 +270,8 @@ class ControllerTrainer:
             self.state.history.append({"phase": 1, "epoch": 0, "holdout_loss": self.holdout_loss(self.heads)})
             log.info("initial holdout loss %s", self.state.history[-1]["holdout_loss"])
         if self.state.phase == 1:
-            self._run_phase(1, started, o.max_seconds * (1 - o.prior_fraction), o.epochs, [o.controller_lr, o.head_lr])
+            self._run_phase(1, started, o.max_seconds * (1 - o.prior_fraction), o.epochs,
+                            [o.controller_lr, o.schedule.learning_rate])
         if o.prior_fraction > 0:
             if self.state.phase == 1:
                 self.state = RunState(
@@ -298,13 +280,13 @@ class ControllerTrainer:
                 )
                 self._enter_phase2()
                 self.save_checkpoint()
-            self._run_phase(2, started, o.max_seconds, o.prior_epochs, [o.head_lr])
+            self._run_phase(2, started, o.max_seconds, o.prior_epochs, [o.schedule.learning_rate])
         self.state.elapsed = time.monotonic() - started
         self.save_checkpoint()
         return {"seconds": round(self.state.elapsed, 1), "steps": self.state.step, "history": self.state.history}
 
     def _run_phase(self, phase: int, started: float, budget: float, max_epochs: int, base_lrs: list[float]) -> None:
-        o = self.options
+        o, schedule = self.options, self.options.schedule
         last_checkpoint = time.monotonic()
         steps_per_epoch = len(self._epoch_batches(shuffle=False))
         while self.state.epoch < max_epochs:
@@ -322,16 +304,12 @@ class ControllerTrainer:
                 if done >= 10:
                     per_step = (elapsed - self.state.phase_time0) / done
                     total = max(done + 1, min(total, done + int((budget - elapsed) / per_step)))
-                factor = lr_factor(done, total, o.warmup_steps, o.min_lr_fraction)
-                for group, lr in zip(self.optimizer.param_groups, base_lrs):
-                    group["lr"] = lr * factor
+                factor = schedule.set_rates(self.optimizer, done, total, base_lrs)
                 utts = [self.train_utts[i] for i in self.state.order[self.state.position]]
                 loss = self._loss(utts, self.heads if phase == 1 else self.ffn_heads, augment=True)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if o.grad_clip > 0:
-                    params = [p for g in self.optimizer.param_groups for p in g["params"]]
-                    torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
+                schedule.clip(p for g in self.optimizer.param_groups for p in g["params"])
                 self.optimizer.step()
                 self.state.step += 1
                 self.state.position += 1
@@ -400,7 +378,7 @@ def write_outputs(trainer: ControllerTrainer, result: dict, out_dir: Path, extra
     controller = trainer.controller.eval().requires_grad_(False)
     summary = {
         "config": controller.config.to_dict(),
-        "options": asdict(trainer.options),
+        "options": trainer.options.to_record(),
         "voices": trainer.voices,
         "train_utterances": len(trainer.train_utts),
         "holdout_utterances": len(trainer.holdout_utts),
@@ -452,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=ControllerTrainingOptions.max_seconds)
     parser.add_argument("--epochs", type=int, default=ControllerTrainingOptions.epochs)
     parser.add_argument("--d-controller", type=int, default=ControllerTrainingOptions.d_controller)
-    parser.add_argument("--options", default="{}", help="JSON of further ControllerTrainingOptions fields")
+    parser.add_argument("--options", default="{}", help="JSON of further ControllerTrainingOptions fields, flat as "
+                        "controller.json records them (head_lr, warmup_steps, ...) or nested ({\"schedule\": {...}})")
     parser.add_argument("--context", default=None, help="backbone context policy (default: the backbone's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
@@ -466,8 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(message)s",
         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(args.work_dir / "train.log")],
     )
-    options = ControllerTrainingOptions(
-        **{
+    options = ControllerTrainingOptions.from_record(
+        {
             **json.loads(args.options),
             "per_voice": args.per_voice,
             "max_seconds": args.max_seconds,

@@ -1,11 +1,16 @@
-"""Batches of enrollment utterances, bounded by encoder frames, with their frozen front-end features cached."""
+"""Training data: batches of enrollment utterances, bounded by encoder frames, with their frozen front-end
+features cached; the corpus manifest's utterances for controller training."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import soundfile as sf
 import torch
+import torchaudio.functional as AF
 
 from hra.backbone.base import Backbone, EncoderInput
 
@@ -69,3 +74,45 @@ def prepare_batches(
         enc = EncoderInput(features=enc.features.to(device), frames=enc.frames.to(device))
         batches.append(PreparedBatch(enc, [targets[i] for i in rows], rows))
     return batches
+
+
+@dataclass
+class Utterance:
+    """A controller-training utterance: its voice, 16 kHz waveform and transcript tokens."""
+
+    voice: str
+    waveform: torch.Tensor
+    tokens: list[int]
+    id: str = ""
+
+
+def load_manifest_utterances(
+    manifest: Path,
+    backbone: Backbone,
+    group: str = "controller",
+    split: str = "train",
+    voices: Sequence[str] | None = None,
+    per_voice: int | None = None,
+) -> list[Utterance]:
+    """Utterances of ``group``/``split`` from a corpus manifest (paths relative to the manifest's folder)."""
+    root = manifest.parent
+    rows = [json.loads(line) for line in manifest.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("group") == group and r.get("split") == split]
+    if voices:
+        rows = [r for r in rows if r["voice"] in set(voices)]
+    taken: dict[str, int] = {}
+    out = []
+    for r in rows:
+        if per_voice is not None and taken.get(r["voice"], 0) >= per_voice:
+            continue
+        taken[r["voice"]] = taken.get(r["voice"], 0) + 1
+        out.append(Utterance(r["voice"], read_audio(root / r["path"]), backbone.token_ids(r["text"]), r.get("id", "")))
+    return out
+
+
+def read_audio(path: Path) -> torch.Tensor:
+    data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+    wav = torch.from_numpy(data.mean(axis=1))
+    if rate != SAMPLE_RATE:
+        wav = AF.resample(wav, rate, SAMPLE_RATE)
+    return wav

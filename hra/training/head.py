@@ -7,36 +7,46 @@ The loss is the frozen decoder's teacher-forced cross-entropy on the transcript 
 Recipe: a seeded split of the enrollment data into train and a held-out slice (early stopping on its loss;
 the best epoch's head is returned), Adam with warmup and cosine decay, batches bounded by encoder frames,
 a wall-clock budget and an epoch budget, a progress callback after every step, cancellation by ``should_stop``.
-The loop itself is ``hra.training.loop.fit``, shared with the baseline adapters of the benchmark.
+The set-up and the loop (``hra.training.loop.SpeakerTraining``, ``fit``) are shared with the baseline adapters of
+the benchmark; the schedule is a ``hra.training.schedule.TrainingSchedule``.
 """
 
 from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
 from hra.backbone.base import EncoderInput
 from hra.errors import FoundationMismatch
 from hra.foundation import ASSETS_DIR, Foundation
-from hra.hra.artifacts import head_from_bytes
-from hra.hra.heads import HEAD_TYPES, Head
-from hra.hra.hook import HRAHook
+from hra.adapter.artifacts import head_from_bytes
+from hra.adapter.heads import HEAD_TYPES, Head
+from hra.adapter.hook import HRAHook
 from hra.inference import check_head_fits
-from hra.training.augment import SpecAugment
 from hra.training.data import PreparedBatch
 from hra.training.loop import (
-    TrainProgress, evaluate_loss, fit, lr_factor, prepare_enrollment, split_holdout, teacher_forced_batch_loss,
+    Encode, SpeakerTraining, TrainProgress, evaluate_loss, resolve_precision, split_holdout, teacher_forced_batch_loss,
+)
+from hra.training.schedule import (
+    RecordNames, TrainingSchedule, options_from_record, options_record, schedule_names,
 )
 
 __all__ = [
-    "HeadTrainingOptions", "HeadTrainingResult", "TrainProgress", "batch_loss", "load_prior_head", "lr_factor",
-    "mean_loss", "prior_path", "resolve_precision", "split_holdout", "train_head",
+    "HEAD_SCHEDULE", "HeadTrainingOptions", "HeadTrainingResult", "TrainProgress", "batch_loss", "head_encode",
+    "load_prior_head", "mean_loss", "prior_path", "resolve_precision", "split_holdout", "train_head",
 ]
+
+# 1e-2, not 3e-3: at 3e-3 the best epoch was always the last one (an under-trained head); on 3 failing voices
+# at 50 utterances 1e-2 cut held-out WER by 4-15 % relative, and 3e-2 diverged on one of them.
+HEAD_SCHEDULE = TrainingSchedule(
+    learning_rate=1e-2, warmup_steps=4, min_lr_fraction=0.1, grad_clip=1.0, max_batch_frames=2400, weight_decay=0.0
+)
 
 
 @dataclass(frozen=True)
@@ -44,28 +54,23 @@ class HeadTrainingOptions:
     """head_type: "linear" | "ffn"; ffn_hidden: FFN inner width; init: "zero" (fresh head, zero output),
     "prior" (the population prior shipped with the controller; an error if there is none for this foundation) or
     "auto" (the prior when one fits this foundation, else zero); ignored when an ``init_head`` is given.
-    max_seconds / max_epochs: budgets (whichever ends first); patience: epochs without held-out improvement
-    before stopping; holdout_fraction / min_holdout / min_train: the held-out slice (none when the set is too
-    small, then the last epoch wins); max_batch_frames: encoder frames per batch (padding included);
-    precision: "float32", "bfloat16" (autocast of the frozen forward/backward; the head's weights and the
-    optimizer stay float32) or "auto" (bfloat16 on CPUs that do it natively, float32 elsewhere: see
-    ``resolve_precision``); spec_augment: frequency
-    and time masks on the cached features of every training step; speed_perturb: speeds of resampled copies of
-    the training utterances (each epoch trains on one version; () = none)."""
+    max_seconds / max_epochs: budgets (whichever ends first); schedule: learning rate, warm-up, decay floor,
+    gradient clip, encoder frames per batch and weight decay (``HEAD_SCHEDULE``); patience: epochs without
+    held-out improvement before stopping; holdout_fraction / min_holdout / min_train: the held-out slice (none
+    when the set is too small, then the last epoch wins); precision: "float32", "bfloat16" (autocast of the
+    frozen forward/backward; the head's weights and the optimizer stay float32) or "auto" (bfloat16 on CPUs that
+    do it natively, float32 elsewhere: see ``resolve_precision``); spec_augment: frequency and time masks on the
+    cached features of every training step; speed_perturb: speeds of resampled copies of the training utterances
+    (each epoch trains on one version; () = none).
+
+    Records (``to_record``, the metrics' "options") are flat: the schedule's fields under their own names."""
 
     head_type: str = "linear"
     ffn_hidden: int = 128
     init: str = "auto"
     max_seconds: float = 60.0
     max_epochs: int = 12
-    # 1e-2, not 3e-3: at 3e-3 the best epoch was always the last one (an under-trained head); on 3 failing voices
-    # at 50 utterances 1e-2 cut held-out WER by 4-15 % relative, and 3e-2 diverged on one of them.
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.0
-    warmup_steps: int = 4
-    min_lr_fraction: float = 0.1
-    grad_clip: float = 1.0
-    max_batch_frames: int = 2400
+    schedule: TrainingSchedule = HEAD_SCHEDULE
     holdout_fraction: float = 0.1
     min_holdout: int = 3
     min_train: int = 5
@@ -74,6 +79,9 @@ class HeadTrainingOptions:
     spec_augment: bool = False
     speed_perturb: tuple[float, ...] = (0.85, 0.93, 1.07, 1.15)
     seed: int = 0
+
+    # Record names of the schedule's fields (head metrics and benchmark keys have always used these).
+    RECORD_NAMES: ClassVar[RecordNames] = {"schedule": schedule_names()}
 
     def __post_init__(self) -> None:
         if self.head_type not in HEAD_TYPES:
@@ -84,12 +92,21 @@ class HeadTrainingOptions:
             raise ValueError("budgets must be positive")
         if not 0 <= self.holdout_fraction < 1:
             raise ValueError("holdout_fraction must be in [0, 1)")
-        if self.learning_rate <= 0:
-            raise ValueError("learning_rate must be positive")
+        if not isinstance(self.schedule, TrainingSchedule):
+            raise TypeError("schedule must be a TrainingSchedule")
         if self.precision not in ("auto", "float32", "bfloat16"):
             raise ValueError("precision must be auto, float32 or bfloat16")
         if any(not 0.5 <= s <= 2.0 for s in self.speed_perturb):
             raise ValueError("speed_perturb factors must be in [0.5, 2]")
+
+    def to_record(self) -> dict[str, Any]:
+        """One flat JSON-ready dict, the schedule's fields at the top level (as head metrics record them)."""
+        return options_record(self, self.RECORD_NAMES)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "HeadTrainingOptions":
+        """Options from ``to_record``'s dict (or the nested form); absent fields keep their defaults."""
+        return options_from_record(cls, record, cls.RECORD_NAMES)
 
 
 @dataclass
@@ -118,34 +135,15 @@ def load_prior_head(foundation: Foundation, head_type: str, path: str | Path | N
     return head
 
 
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
-    """"auto": bfloat16 on a CPU with native bfloat16 matmuls (AVX512-BF16/AMX), else float32 (CUDA included)."""
-    if precision == "float32":
-        return torch.float32
-    if precision == "bfloat16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        # Measured on an H100 (benchmarks/results/device_h100.json): under bfloat16 autocast, attention goes to
-        # cuDNN, which plans every new utterance-length shape; a new speaker's linear head took 11.5 s against
-        # 2.1 s in float32, and bfloat16 was no faster once warm (a 38M-parameter model is launch-bound).
-        return torch.float32
-    return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
+def head_encode(foundation: Foundation, head: Head) -> Encode:
+    """The encoder with ``head`` applied to every sample (through the HRA hook), and its decoder hook."""
 
+    def encode(enc: EncoderInput):
+        hook = HRAHook(foundation.controller, head, frames=enc.frames)
+        encoder_out = foundation.backbone.encode(enc, hook)
+        return encoder_out, hook.decoder_hook()
 
-def _cpu_has_native_bf16() -> bool:
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_flag("avx512_bf16", "amx_bf16")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def _cpu_flag(*flags: str) -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
-            text = info.read()
-    except OSError:
-        return False
-    return any(f" {flag}" in text for flag in flags)
+    return encode
 
 
 def batch_loss(
@@ -156,13 +154,7 @@ def batch_loss(
     augment: Callable[[EncoderInput], EncoderInput] | None = None,
 ) -> torch.Tensor:
     """Teacher-forced loss of one batch with ``head`` applied to every sample (scalar, float32)."""
-
-    def encode(enc: EncoderInput):
-        hook = HRAHook(foundation.controller, head, frames=enc.frames)
-        encoder_out = foundation.backbone.encode(enc, hook)
-        return encoder_out, hook.decoder_hook()
-
-    return teacher_forced_batch_loss(foundation.backbone, batch, encode, dtype, augment)
+    return teacher_forced_batch_loss(foundation.backbone, batch, head_encode(foundation, head), dtype, augment)
 
 
 def mean_loss(
@@ -204,41 +196,18 @@ def train_head(
     ``should_stop()`` turns true, ``ValueError`` for unusable input.
     """
     started = time.monotonic()
-    device = foundation.device
-    data = prepare_enrollment(foundation.backbone, utterances, options, device)
+    run = SpeakerTraining.prepare(foundation.backbone, utterances, options, foundation.device, started)
     head, init_kind = _initial_head(foundation, options, init_head)
-    head = head.to(device).train().requires_grad_(True)
-    dtype = resolve_precision(options.precision, device)
-    augment = None
-    if options.spec_augment:
-        spec, gen = SpecAugment(), torch.Generator().manual_seed(options.seed)
-        augment = lambda enc: spec(enc, gen)  # noqa: E731
-
-    def loss(batch: PreparedBatch, aug) -> torch.Tensor:
-        return batch_loss(foundation, head, batch, dtype, aug)
-
-    result = fit(head, loss, data, options, started, augment, progress, should_stop)
+    head = head.to(foundation.device).train().requires_grad_(True)
+    result = run.train(head, head_encode(foundation, head), progress, should_stop)
     head.eval().requires_grad_(False)
-    seconds = time.monotonic() - started
-    history = result.history
     metrics = {
         "head_type": head.head_type,
         "init": init_kind,
         "parameters": head.num_parameters,
-        "epochs": result.epochs,
-        "steps": result.steps,
-        "seconds": round(seconds, 3),
-        "prepare_seconds": round(result.prepare_seconds, 3),
-        "stopped_by": result.stopped_by,
-        "best_epoch": result.best_epoch,
-        "train_loss": history[-1]["train_loss"] if history else None,
-        "holdout_loss": result.best_loss,
-        "holdout_loss_initial": result.holdout_initial,
-        "train_utterances": len(data.train_indices),
-        "holdout_utterances": len(data.hold_indices),
-        "history": history,
-        "options": asdict(options),
-        "precision": str(dtype).removeprefix("torch."),
+        **run.metrics(result),
+        "options": options.to_record(),
+        "precision": run.precision,
         "foundation_fingerprint": foundation.fingerprint,
     }
     return HeadTrainingResult(head=head, metrics=metrics)

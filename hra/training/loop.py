@@ -13,6 +13,9 @@ baseline compared in the benchmark get the same data, split, schedule and time b
 - a wall-clock budget (``max_seconds``, counted from the caller's ``started``, data preparation included; a step
   starts only if the mean step time and a held-out pass still fit in it) and an epoch budget; early stopping on the held-out loss (``patience`` epochs), the best epoch's weights restored;
 - a progress callback after every step; cancellation by ``should_stop`` (``TrainingCancelled``).
+
+``SpeakerTraining`` is the set-up around ``fit`` that heads and baselines share (enrollment batches, precision,
+feature augmentation, the teacher-forced batch loss, the metrics); a trained kind only says how it encodes.
 """
 
 from __future__ import annotations
@@ -30,11 +33,15 @@ from torch import nn
 
 from hra.backbone.base import Backbone, DecoderHook, EncoderInput
 from hra.errors import TrainingCancelled
+from hra.training.augment import SpecAugment
 from hra.training.data import PreparedBatch, prepare_batches
+from hra.training.schedule import TrainingSchedule
 
 Augment = Callable[[EncoderInput], EncoderInput]
 # (batch, augmentation or None) -> scalar float32 loss, differentiable w.r.t. the trained module.
 BatchLoss = Callable[[PreparedBatch, Augment | None], torch.Tensor]
+# The adapted encoder: (augmented) features -> (encoder output, the decoder hook or None).
+Encode = Callable[[EncoderInput], tuple[torch.Tensor, DecoderHook | None]]
 
 
 class LoopOptions(Protocol):
@@ -42,16 +49,13 @@ class LoopOptions(Protocol):
 
     max_seconds: float
     max_epochs: int
-    learning_rate: float
-    weight_decay: float
-    warmup_steps: int
-    min_lr_fraction: float
-    grad_clip: float
-    max_batch_frames: int
+    schedule: TrainingSchedule
     holdout_fraction: float
     min_holdout: int
     min_train: int
     patience: int
+    precision: str
+    spec_augment: bool
     speed_perturb: tuple[float, ...]
     seed: int
 
@@ -126,13 +130,14 @@ def prepare_enrollment(
     if any(not t for t in targets):
         raise ValueError("every utterance needs a non-empty transcript")
     train_idx, hold_idx = split_holdout(len(utterances), options)
+    frames = options.schedule.max_batch_frames
     variants = []
     for speed in options.speed_perturb:
         faster = {i: speed_perturb(waveforms[i], speed) for i in train_idx}
-        variants.append(prepare_batches(backbone, faster, targets, train_idx, options.max_batch_frames, device))
+        variants.append(prepare_batches(backbone, faster, targets, train_idx, frames, device))
     return Enrollment(
-        train_batches=prepare_batches(backbone, waveforms, targets, train_idx, options.max_batch_frames, device),
-        hold_batches=prepare_batches(backbone, waveforms, targets, hold_idx, options.max_batch_frames, device),
+        train_batches=prepare_batches(backbone, waveforms, targets, train_idx, frames, device),
+        hold_batches=prepare_batches(backbone, waveforms, targets, hold_idx, frames, device),
         train_indices=train_idx,
         hold_indices=hold_idx,
         train_variants=variants,
@@ -151,7 +156,7 @@ def speed_perturb(waveform: torch.Tensor, speed: float, sample_rate: int = 16000
 def teacher_forced_batch_loss(
     backbone: Backbone,
     batch: PreparedBatch,
-    encode: Callable[[EncoderInput], tuple[torch.Tensor, DecoderHook | None]],
+    encode: Encode,
     dtype: torch.dtype = torch.float32,
     augment: Augment | None = None,
 ) -> torch.Tensor:
@@ -162,13 +167,6 @@ def teacher_forced_batch_loss(
         encoder_out, decoder_hook = encode(enc)
         loss = backbone.teacher_forced_loss(encoder_out, batch.targets, frames=enc.frames, decoder_hook=decoder_hook)
     return loss.float()
-
-
-def lr_factor(step: int, total: int, warmup: int, floor: float) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
 @torch.no_grad()
@@ -206,7 +204,8 @@ def fit(
         raise ValueError("the model has no trainable parameters")
     if not data.train_batches:
         raise ValueError("no training batches")
-    optimizer = torch.optim.Adam(params, lr=options.learning_rate, weight_decay=options.weight_decay)
+    schedule = options.schedule
+    optimizer = schedule.optimizer(params)
     total_steps = options.max_epochs * data.steps_per_epoch
     rng = random.Random(options.seed)
     torch.manual_seed(options.seed)
@@ -242,15 +241,11 @@ def fit(
                 break
             step_started = time.monotonic()
             batch = batches[b]
-            for group in optimizer.param_groups:
-                group["lr"] = options.learning_rate * lr_factor(
-                    step, total_steps, options.warmup_steps, options.min_lr_fraction
-                )
+            schedule.set_rates(optimizer, step, total_steps, [schedule.learning_rate])
             value_t = loss(batch, augment)
             optimizer.zero_grad(set_to_none=True)
             value_t.backward()
-            if options.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, options.grad_clip)
+            schedule.clip(params)
             optimizer.step()
             step += 1
             step_seconds += time.monotonic() - step_started
@@ -302,3 +297,102 @@ def fit(
         prepare_seconds=prepare_seconds,
         history=history,
     )
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
+    """"auto": bfloat16 on a CPU with native bfloat16 matmuls (AVX512-BF16/AMX), else float32 (CUDA included)."""
+    if precision == "float32":
+        return torch.float32
+    if precision == "bfloat16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        # Measured on an H100 (benchmarks/results/device_h100.json): under bfloat16 autocast, attention goes to
+        # cuDNN, which plans every new utterance-length shape; a new speaker's linear head took 11.5 s against
+        # 2.1 s in float32, and bfloat16 was no faster once warm (a 38M-parameter model is launch-bound).
+        return torch.float32
+    return torch.bfloat16 if _cpu_has_native_bf16() else torch.float32
+
+
+def _cpu_has_native_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported()) and _cpu_flag("avx512_bf16", "amx_bf16")
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def _cpu_flag(*flags: str) -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as info:
+            text = info.read()
+    except OSError:
+        return False
+    return any(f" {flag}" in text for flag in flags)
+
+
+@dataclass
+class SpeakerTraining:
+    """One speaker's training set-up, the same for an HRA head and a baseline adapter: the enrollment batches
+    (split, speed-perturbed copies, cached features), the precision (autocast dtype of the frozen forward and
+    backward), SpecAugment when the options ask for it, and the frozen decoder's teacher-forced loss through the
+    trained model's ``Encode``. ``started`` (``time.monotonic()``) is when the caller began: the budget counts
+    from it."""
+
+    backbone: Backbone
+    options: LoopOptions
+    data: Enrollment
+    dtype: torch.dtype
+    augment: Augment | None
+    started: float
+
+    @classmethod
+    def prepare(
+        cls,
+        backbone: Backbone,
+        utterances: Sequence[tuple[torch.Tensor, str]],
+        options: LoopOptions,
+        device: torch.device,
+        started: float,
+    ) -> "SpeakerTraining":
+        data = prepare_enrollment(backbone, utterances, options, device)
+        augment = None
+        if options.spec_augment:
+            spec, gen = SpecAugment(), torch.Generator().manual_seed(options.seed)
+            augment = lambda enc: spec(enc, gen)  # noqa: E731
+        return cls(backbone, options, data, resolve_precision(options.precision, device), augment, started)
+
+    @property
+    def precision(self) -> str:
+        return str(self.dtype).removeprefix("torch.")
+
+    def batch_loss(self, encode: Encode) -> BatchLoss:
+        """The teacher-forced loss of a batch through ``encode``, in this set-up's precision."""
+        return lambda batch, augment: teacher_forced_batch_loss(self.backbone, batch, encode, self.dtype, augment)
+
+    def train(
+        self,
+        model: nn.Module,
+        encode: Encode,
+        progress: Callable[[TrainProgress], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> FitResult:
+        """``fit`` ``model`` (the parameters ``encode`` trains) on the enrollment batches."""
+        return fit(model, self.batch_loss(encode), self.data, self.options, self.started, self.augment, progress,
+                   should_stop)
+
+    def metrics(self, result: FitResult) -> dict:
+        """What every per-speaker training reports of its run (the caller adds what is its own)."""
+        history = result.history
+        return {
+            "epochs": result.epochs,
+            "steps": result.steps,
+            "seconds": round(time.monotonic() - self.started, 3),
+            "prepare_seconds": round(result.prepare_seconds, 3),
+            "stopped_by": result.stopped_by,
+            "best_epoch": result.best_epoch,
+            "train_loss": history[-1]["train_loss"] if history else None,
+            "holdout_loss": result.best_loss,
+            "holdout_loss_initial": result.holdout_initial,
+            "train_utterances": len(self.data.train_indices),
+            "holdout_utterances": len(self.data.hold_indices),
+            "history": history,
+        }

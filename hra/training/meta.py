@@ -29,44 +29,69 @@ import random
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import torch
 
-from hra.foundation import ASSETS_DIR
-from hra.hra.artifacts import head_from_bytes, load_controller
-from hra.hra.heads import Head
+from hra.foundation import ASSETS_DIR, Foundation
+from hra.adapter.artifacts import head_from_bytes, load_controller
+from hra.adapter.heads import Head
 from hra.training.augment import WaveAugment
-from hra.training.controller import (
-    ControllerTrainer,
-    ControllerTrainingOptions,
-    Utterance,
-    load_manifest_utterances,
-    write_outputs,
-)
-from hra.training.data import encoder_frames
-from hra.training.head import lr_factor
+from hra.training.controller import ControllerTrainer, ControllerTrainingOptions, write_outputs
+from hra.training.data import Utterance, encoder_frames, load_manifest_utterances
+from hra.training.schedule import RecordNames, TrainingSchedule, options_from_record, options_record, schedule_names
 
 log = logging.getLogger("hra.training.meta")
+
+# The inner loop trains like the product's head (its learning rate and batch bound), for a few steps: a short
+# warm-up, then a constant rate (min_lr_fraction 1.0: no decay).
+INNER_SCHEDULE = TrainingSchedule(
+    learning_rate=1e-2, warmup_steps=1, min_lr_fraction=1.0, grad_clip=1.0, max_batch_frames=2400, weight_decay=0.0
+)
+# The outer loop: one step per episode (warm-up in episodes, cosine decay over the episodes the budget allows);
+# its learning_rate is the prior's, its batch bound the query batch's.
+OUTER_SCHEDULE = TrainingSchedule(
+    learning_rate=1e-3, warmup_steps=10, min_lr_fraction=0.1, grad_clip=1.0, max_batch_frames=2400, weight_decay=0.0
+)
 
 
 @dataclass(frozen=True)
 class MetaOptions:
+    """inner_steps: Adam steps on support batches per episode, with the ``inner`` schedule (its batch bound is
+    the support batch's); ``schedule``: the outer loop's (the prior's learning rate, warm-up in episodes, the
+    query batch's bound); controller_lr: the controller's base rate in the outer loop, on the same warm-up and
+    decay. Records (``to_record``) are flat, in the names these fields had before the schedules were nested
+    (inner_lr, inner_warmup, support_frames, prior_lr, warmup_episodes, query_frames, ...)."""
+
     inner_steps: int = 4
-    inner_lr: float = 1e-2  # the product head's learning rate
-    inner_warmup: int = 1
-    support_frames: int = 2400  # per inner step (the product head's batch bound)
-    query_frames: int = 2400
+    inner: TrainingSchedule = INNER_SCHEDULE
     controller_lr: float = 3e-4
-    prior_lr: float = 1e-3
-    warmup_episodes: int = 10
-    min_lr_fraction: float = 0.1
+    schedule: TrainingSchedule = OUTER_SCHEDULE
     max_episodes: int = 100000
     max_seconds: float = 1800.0
-    grad_clip: float = 1.0
     checkpoint_seconds: float = 120.0
     seed: int = 0
+
+    RECORD_NAMES: ClassVar[RecordNames] = {
+        # "grad_clip" was one setting for both loops: an older record's sets the inner clip too.
+        "inner": schedule_names(
+            learning_rate="inner_lr", warmup_steps="inner_warmup", max_batch_frames="support_frames",
+            min_lr_fraction="inner_min_lr_fraction", grad_clip=("inner_grad_clip", "grad_clip"),
+            weight_decay="inner_weight_decay",
+        ),
+        "schedule": schedule_names(learning_rate="prior_lr", warmup_steps="warmup_episodes",
+                                   max_batch_frames="query_frames"),
+    }
+
+    def to_record(self) -> dict[str, Any]:
+        return options_record(self, self.RECORD_NAMES)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "MetaOptions":
+        return options_from_record(cls, record, cls.RECORD_NAMES)
 
 
 def _take_batch(utts: list[Utterance], pool: list[int], max_frames: int) -> list[int]:
@@ -94,9 +119,9 @@ class MetaTrainer:
         self.rng = random.Random(options.seed)
         self.augment = WaveAugment()
         params = [p for p in trainer.controller.parameters() if p.requires_grad]
-        self.outer = torch.optim.Adam(
+        self.outer = options.schedule.optimizer(
             [{"params": params, "lr": options.controller_lr},
-             {"params": list(self.prior.parameters()), "lr": options.prior_lr}]
+             {"params": list(self.prior.parameters()), "lr": options.schedule.learning_rate}]
         )
         self.episode = 0
         self.elapsed = 0.0
@@ -129,22 +154,21 @@ class MetaTrainer:
         o, t = self.options, self.t
         pool = list(self.by_voice[voice])
         self.rng.shuffle(pool)
-        query = _take_batch(t.train_utts, pool, o.query_frames)
+        query = _take_batch(t.train_utts, pool, o.schedule.max_batch_frames)
         in_query = set(query)
         support_pool = [i for i in pool if i not in in_query]
         head = copy.deepcopy(self.prior)
-        inner = torch.optim.Adam(head.parameters(), lr=o.inner_lr)
+        inner = o.inner.optimizer(head.parameters())
         t.controller.requires_grad_(False)
         inner_losses = []
         for step in range(o.inner_steps):
             self.rng.shuffle(support_pool)
-            batch = [t.train_utts[i] for i in _take_batch(t.train_utts, support_pool, o.support_frames)]
-            for group in inner.param_groups:
-                group["lr"] = o.inner_lr * min(1.0, (step + 1) / max(1, o.inner_warmup))
+            batch = [t.train_utts[i] for i in _take_batch(t.train_utts, support_pool, o.inner.max_batch_frames)]
+            o.inner.set_rates(inner, step, o.inner_steps, [o.inner.learning_rate])
             loss = t._loss(batch, {voice: head}, augment=True)
             inner.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(list(head.parameters()), o.grad_clip)
+            o.inner.clip(head.parameters())
             inner.step()
             inner_losses.append(float(loss.detach()))
         for p in t.controller.parameters():
@@ -157,9 +181,8 @@ class MetaTrainer:
         # First-order MAML: the query gradient at the adapted head stands in for the prior's gradient.
         for p_prior, p_head in zip(self.prior.parameters(), head.parameters()):
             p_prior.grad = None if p_head.grad is None else p_head.grad.clone()
-        params = [p for g in self.outer.param_groups for p in g["params"]]
-        torch.nn.utils.clip_grad_norm_(params, o.grad_clip)
-        for group, base in zip(self.outer.param_groups, (o.controller_lr, o.prior_lr)):
+        o.schedule.clip(p for g in self.outer.param_groups for p in g["params"])
+        for group, base in zip(self.outer.param_groups, (o.controller_lr, o.schedule.learning_rate)):
             group["lr"] = base * outer_factor
         self.outer.step()
         return {"voice": voice, "inner_first": inner_losses[0], "inner_last": inner_losses[-1],
@@ -180,7 +203,7 @@ class MetaTrainer:
             if done >= 5:
                 per_episode = elapsed / done
                 total = max(done + 1, min(total, int(o.max_seconds / per_episode)))
-            factor = lr_factor(done, total, o.warmup_episodes, o.min_lr_fraction)
+            factor = o.schedule.factor(done, total)
             voice = voices[self.rng.randrange(len(voices))]
             record = self.run_episode(voice, factor)
             self.episode += 1
@@ -210,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--init", type=Path, default=ASSETS_DIR, help="folder with controller.safetensors, "
                         "prior_linear.safetensors and controller.json to start from")
     parser.add_argument("--per-voice", type=int, default=None)
-    parser.add_argument("--options", default="{}", help="JSON of MetaOptions fields")
+    parser.add_argument("--options", default="{}", help="JSON of MetaOptions fields (flat record names or nested)")
     parser.add_argument("--prior-seconds", type=float, default=300.0, help="budget of the FFN prior's refit")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--resume", action="store_true")
@@ -220,11 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         handlers=[logging.StreamHandler(sys.stderr), logging.FileHandler(args.work_dir / "train.log")])
-    options = MetaOptions(**json.loads(args.options))
+    options = MetaOptions.from_record(json.loads(args.options))
     init_record = json.loads((args.init / "controller.json").read_text())
     from hra.backbone.features import ContextPolicy
     from hra.backbone.whisper import BackboneOptions, load_whisper_tiny_en
-    from hra.foundation import Foundation
 
     backbone = load_whisper_tiny_en()
     context = _context_from_command(init_record["command"])
@@ -234,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
     controller = load_controller(args.init / "controller.safetensors")
     init_foundation = Foundation.build(backbone, controller, str(args.init / "controller.safetensors"))
     prior = head_from_bytes((args.init / "prior_linear.safetensors").read_bytes(), init_foundation)
-    joint = ControllerTrainingOptions(**{**init_record["options"], "per_voice": args.per_voice,
-                                         "max_seconds": args.prior_seconds, "prior_fraction": 0.999,
-                                         "epochs": 1})
+    joint = ControllerTrainingOptions.from_record({**init_record["options"], "per_voice": args.per_voice,
+                                                   "max_seconds": args.prior_seconds, "prior_fraction": 0.999,
+                                                   "epochs": 1})
     train = load_manifest_utterances(args.manifest, backbone, "controller", "train", None, joint.per_voice)
     holdout = load_manifest_utterances(args.manifest, backbone, "controller", "eval", None, joint.holdout_per_voice)
     trainer = ControllerTrainer(backbone, train, holdout, joint, args.work_dir)
@@ -251,11 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     trainer.state.phase = 2
     trainer._enter_phase2()
     started = time.monotonic()
-    trainer._run_phase(2, started, args.prior_seconds, joint.prior_epochs, [joint.head_lr])
+    trainer._run_phase(2, started, args.prior_seconds, joint.prior_epochs, [joint.schedule.learning_rate])
     command = "python -m hra.training.meta " + shlex.join(argv if argv is not None else sys.argv[1:])
     summary = write_outputs(trainer, {"seconds": result["seconds"], "steps": result["episodes"],
                                       "history": result["history"]}, args.out,
-                            {"command": command, "meta_options": asdict(options), "init": init_record["command"],
+                            {"command": command, "meta_options": options.to_record(), "init": init_record["command"],
                              "backbone": {"name": backbone.name, "fingerprint": backbone.fingerprint},
                              "manifest": str(args.manifest), "group": "controller", "pid": os.getpid()})
     log.info("wrote %s (foundation %s)", args.out, summary["foundation_fingerprint"][:12])

@@ -7,7 +7,7 @@ import torch
 
 from app.ml import HRAMLService, IncompatibleHead, InvalidAudio, ModelUnavailable, TrainingRequest, TrainingStopped
 from hra.errors import BackboneUnavailable
-from hra.hra.artifacts import head_from_bytes, read_metadata
+from hra.adapter.artifacts import head_from_bytes, read_metadata
 from tests.app.fakes import tone
 from tests.app.support import make_settings
 from tests.hra.fake_backbone import fake_utterances, make_fake_foundation

@@ -15,7 +15,7 @@ import pytest
 
 from app.settings import get_settings
 from hra.foundation import load_foundation
-from hra.hra.artifacts import head_from_bytes
+from hra.adapter.artifacts import head_from_bytes
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speaker_ptbr"
 TERMINAL_STATES = {"promoted", "rejected", "failed", "cancelled"}

@@ -126,7 +126,7 @@ class FakeBackbone(nn.Module):
 def make_fake_foundation(d_controller: int = 8, seed: int = 0, u_init: float = 0.5, include_decoder: bool = False):
     """A Foundation on the fake backbone with a random (seeded) controller."""
     from hra.foundation import Foundation
-    from hra.hra.controller import Controller, ControllerConfig
+    from hra.adapter.controller import Controller, ControllerConfig
 
     backbone = FakeBackbone(seed=seed)
     with torch.random.fork_rng(devices=[]):

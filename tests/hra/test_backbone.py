@@ -30,7 +30,7 @@ from hra.backbone.whisper_model import Whisper, WhisperConfig, sinusoids
 from hra.errors import BackboneUnavailable
 
 torch.set_num_threads(1)
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_speech"
+FIXTURES = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "real_speech"  # recordings of real people
 
 
 def _manifest() -> list[dict]:

@@ -15,7 +15,7 @@ from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whi
 from hra.text import corpus_wer, normalize
 
 torch.set_num_threads(1)
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real_speech"
+FIXTURES = Path(__file__).resolve().parents[2] / "benchmarks" / "data" / "real_speech"  # recordings of real people
 MANIFEST = [json.loads(line) for line in (FIXTURES / "manifest.jsonl").read_text().splitlines()]
 
 

@@ -12,6 +12,7 @@ from hra.backbone.base import EncoderInput
 from hra.baselines.training import adapter_loss
 from hra.training.data import prepare_batches
 from hra.training.head import HeadTrainingOptions
+from hra.training.schedule import with_schedule
 from tests.hra.fake_backbone import FakeBackbone, fake_utterances
 
 torch.set_num_threads(1)
@@ -23,7 +24,7 @@ CONFIGS = {
     "lora": AdapterConfig("lora", rank=4, alpha=8.0),
     "full_ft": AdapterConfig("full_ft"),
 }
-FAST = HeadTrainingOptions(max_epochs=4, max_batch_frames=200, patience=10, precision="float32", seed=0)
+FAST = with_schedule(HeadTrainingOptions(max_epochs=4, patience=10, precision="float32", seed=0), max_batch_frames=200)
 
 
 @pytest.fixture(scope="module")

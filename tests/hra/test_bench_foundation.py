@@ -5,10 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from hra.bench.foundation import (
-    SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, Bench, BenchOptions, Foundations, ResultStore, gate_decision, parse_args,
-    reference_seconds, rel_reduction, summarize, variant_controller_argv,
-)
+from hra.bench.foundation.cli import parse_args
+from hra.bench.foundation.measure import Bench
+from hra.bench.foundation.options import SYSTEMS_BY_NAME, VARIANT_CONTROLLERS, BenchOptions
+from hra.bench.foundation.scoring import gate_decision, reference_seconds, rel_reduction
+from hra.bench.foundation.store import ResultStore
+from hra.bench.foundation.summary import summarize
+from hra.bench.foundation.variants import Foundations, variant_controller_argv
+from hra.bench.paths import REAL_SPEECH, ROOT
 
 
 class _Controller:
@@ -217,7 +221,7 @@ def test_training_seconds_are_reported_in_reference_seconds_too():
 
 
 def test_the_speed_factor_is_measured_once_and_only_when_a_training_needs_it(tmp_path: Path, monkeypatch):
-    import hra.bench.foundation as bench_module
+    import hra.bench.foundation.measure as bench_module
     from tests.hra.fake_backbone import make_fake_foundation
 
     calls = []
@@ -230,3 +234,38 @@ def test_the_speed_factor_is_measured_once_and_only_when_a_training_needs_it(tmp
     assert calls == []  # constructing a bench (a run whose store holds everything) measures nothing
     assert bench.training.max_seconds == pytest.approx(120) and bench.training.max_seconds == pytest.approx(120)
     assert calls == [1] and bench.options.speed_factor == 2.0
+
+
+def test_real_speech_comes_from_a_folder_given_on_the_command_line(tmp_path: Path):
+    default = parse_args([]).real_speech
+    assert default == REAL_SPEECH and "tests" not in default.relative_to(ROOT).parts
+    assert (default / "manifest.jsonl").is_file()
+    assert parse_args(["--real-speech", str(tmp_path)]).real_speech == tmp_path
+    assert parse_args(["--no-real-speech"]).real_speech is None
+
+
+def test_a_stored_real_speech_measurement_is_reused_only_for_the_same_recordings(tmp_path: Path, monkeypatch):
+    import hra.bench.foundation.measure as bench_module
+    from tests.hra.fake_backbone import make_fake_foundation
+
+    folder = tmp_path / "recordings"
+    folder.mkdir()
+    (folder / "manifest.jsonl").write_text(json.dumps({"file": "a.flac", "transcript": "hello there"}) + "\n")
+    fake = make_fake_foundation()
+    options = BenchOptions(voices=(), standard_voices=(), sizes=(50,), systems_by_size={}, work_dir=tmp_path / "w",
+                           real_speech=folder)
+    bench = Bench(options, Foundations(fake, fake, {}, "trained (test)", {}))
+    stored = bench.store.put({"key": bench._key("real_speech"), "kind": "real_speech", "files": ["a.flac"],
+                              "references": ["hello there"]})
+
+    class Measured(Exception):
+        pass
+
+    def measure(folder):
+        raise Measured(folder)
+
+    monkeypatch.setattr(bench_module, "load_real_speech", measure)
+    assert bench.real_speech() == stored  # the same recordings: nothing is measured
+    (folder / "manifest.jsonl").write_text(json.dumps({"file": "b.flac", "transcript": "good bye"}) + "\n")
+    with pytest.raises(Measured):
+        bench.real_speech()

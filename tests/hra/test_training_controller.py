@@ -8,20 +8,18 @@ import soundfile as sf
 import torch
 
 from hra.foundation import Foundation
-from hra.hra.artifacts import head_from_bytes, load_controller, read_metadata
-from hra.training.controller import (
-    ControllerTrainer,
-    ControllerTrainingOptions,
-    load_manifest_utterances,
-    write_outputs,
-)
+from hra.adapter.artifacts import head_from_bytes, load_controller, read_metadata
+from hra.training.controller import ControllerTrainer, ControllerTrainingOptions, write_outputs
+from hra.training.data import load_manifest_utterances
+from hra.training.schedule import TrainingSchedule
 from tests.hra.fake_backbone import FakeBackbone, fake_utterances
 
 torch.set_num_threads(1)
 
 OPTIONS = ControllerTrainingOptions(
-    d_controller=8, epochs=3, prior_epochs=1, max_seconds=120, max_batch_frames=150, precision="float32",
-    warmup_steps=2, controller_lr=1e-2, head_lr=1e-2, ffn_hidden=16, checkpoint_seconds=0.0,
+    d_controller=8, epochs=3, prior_epochs=1, max_seconds=120, precision="float32", controller_lr=1e-2,
+    schedule=TrainingSchedule(learning_rate=1e-2, warmup_steps=2, max_batch_frames=150), ffn_hidden=16,
+    checkpoint_seconds=0.0,
 )
 
 
@@ -104,12 +102,13 @@ def test_time_budget_ends_both_phases_with_a_partial_epoch_record(corpus, tmp_pa
 def test_meta_episodes_train_controller_and_prior_and_resume(corpus, tmp_path):
     """First-order MAML over the controller voices (hra.training.meta): each episode adapts a copy of the prior
     on support batches, then the query loss moves the controller and the prior; a checkpoint resumes the run."""
-    from hra.hra.heads import HeadConfig, make_head
-    from hra.training.meta import MetaOptions, MetaTrainer
+    from hra.adapter.heads import HeadConfig, make_head
+    from hra.training.meta import INNER_SCHEDULE, OUTER_SCHEDULE, MetaOptions, MetaTrainer
 
     trainer = _trainer(corpus, tmp_path)
     prior = make_head(HeadConfig("linear", OPTIONS.d_controller, trainer.backbone.d_model))
-    options = MetaOptions(inner_steps=2, support_frames=150, query_frames=150, max_episodes=3, warmup_episodes=1,
+    options = MetaOptions(inner_steps=2, inner=replace(INNER_SCHEDULE, max_batch_frames=150), max_episodes=3,
+                          schedule=replace(OUTER_SCHEDULE, max_batch_frames=150, warmup_steps=1),
                           checkpoint_seconds=0.0)
     controller_before = {k: v.clone() for k, v in trainer.controller.state_dict().items()}
     meta = MetaTrainer(trainer, prior, options, tmp_path / "meta")

@@ -7,11 +7,12 @@ from hra.errors import TrainingCancelled
 from hra.training.data import frame_bounded_batches
 from hra.training.head import HeadTrainingOptions, mean_loss, resolve_precision, split_holdout, train_head
 from hra.training.data import prepare_batches
+from hra.training.schedule import with_schedule
 from tests.hra.fake_backbone import fake_utterances, make_fake_foundation
 
 torch.set_num_threads(1)
 
-FAST = HeadTrainingOptions(max_epochs=6, learning_rate=1e-2, max_batch_frames=200, patience=10, seed=0)
+FAST = with_schedule(HeadTrainingOptions(max_epochs=6, patience=10, seed=0), learning_rate=1e-2, max_batch_frames=200)
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +119,7 @@ def test_speed_perturbed_versions_are_prepared_for_training_only(foundation, utt
 def test_prior_init_uses_the_shipped_prior_or_falls_back(foundation, utterances, tmp_path):
     from dataclasses import replace as dc_replace
 
-    from hra.hra.artifacts import head_to_bytes
+    from hra.adapter.artifacts import head_to_bytes
 
     options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 1, "init": "zero"})
     (tmp_path / "controller.safetensors").write_bytes(b"")  # priors are looked up beside the controller file

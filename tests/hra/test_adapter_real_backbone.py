@@ -9,11 +9,12 @@ import torch
 from hra.audio import decode_audio
 from hra.errors import ControllerUnavailable
 from hra.foundation import Foundation, load_foundation
-from hra.hra.controller import Controller, ControllerConfig
-from hra.hra.hook import HRAHook
+from hra.adapter.controller import Controller, ControllerConfig
+from hra.adapter.hook import HRAHook
 from hra.inference import transcribe
 from hra.training.data import prepare_batches
 from hra.training.head import HeadTrainingOptions, mean_loss, train_head
+from hra.training.schedule import with_schedule
 
 torch.set_num_threads(1)
 pytestmark = pytest.mark.slow
@@ -89,8 +90,9 @@ def test_head_training_lowers_the_loss_and_transcribes(cut_foundation):
     foundation = cut_foundation
     utts = _utterances("train", 6)
     seen = []
-    options = HeadTrainingOptions(
-        max_epochs=4, learning_rate=3e-3, warmup_steps=1, max_batch_frames=300, holdout_fraction=0.0, seed=0
+    options = with_schedule(
+        HeadTrainingOptions(max_epochs=4, holdout_fraction=0.0, seed=0),
+        learning_rate=3e-3, warmup_steps=1, max_batch_frames=300,
     )
     result = train_head(foundation, utts, options, progress=seen.append)
     assert len(seen) == result.metrics["steps"] >= 4

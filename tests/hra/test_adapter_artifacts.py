@@ -7,7 +7,7 @@ import torch
 
 from hra.errors import FoundationMismatch, InvalidArtifact
 from hra.foundation import foundation_fingerprint
-from hra.hra.artifacts import (
+from hra.adapter.artifacts import (
     controller_from_bytes,
     head_from_bytes,
     head_to_bytes,

@@ -8,6 +8,9 @@ A head artifact is a safetensors file whose metadata holds one JSON record under
 
 ``head_from_bytes`` refuses an artifact made for another foundation (``FoundationMismatch``). The controller is
 stored the same way (format ``hra-controller``, with its config and fingerprint).
+
+This module knows a foundation only by its fingerprints (``FoundationIdentity``, which ``hra.foundation.Foundation``
+satisfies): the foundation depends on these artifacts, not the other way round.
 """
 
 from __future__ import annotations
@@ -15,19 +18,17 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
+from hra.backbone.base import Backbone
 from hra.errors import FoundationMismatch, InvalidArtifact
-from hra.hra.controller import Controller, ControllerConfig
-from hra.hra.heads import Head, HeadConfig, make_head
-
-if TYPE_CHECKING:
-    from hra.foundation import Foundation
+from hra.adapter.controller import Controller, ControllerConfig
+from hra.adapter.heads import Head, HeadConfig, make_head
 
 FORMAT_VERSION = 1
 _META_KEY = "hra"
@@ -70,7 +71,24 @@ def read_metadata(data: bytes) -> dict[str, Any]:
 # ---- heads -------------------------------------------------------------------------------------------------
 
 
-def head_to_bytes(head: Head, foundation: "Foundation", metadata: dict[str, Any] | None = None) -> bytes:
+class FoundationIdentity(Protocol):
+    """What a head artifact is bound to: the foundation's fingerprint, its parts' (the backbone's name and
+    fingerprint, the controller's) and the device a loaded head goes to. ``hra.foundation.Foundation`` is one."""
+
+    @property
+    def fingerprint(self) -> str: ...
+
+    @property
+    def controller_fingerprint(self) -> str: ...
+
+    @property
+    def backbone(self) -> Backbone: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+
+def head_to_bytes(head: Head, foundation: FoundationIdentity, metadata: dict[str, Any] | None = None) -> bytes:
     """Serialize a head bound to ``foundation``; ``metadata`` (JSON-serializable) is stored as given."""
     record = {
         "format": "hra-head",
@@ -88,7 +106,7 @@ def head_to_bytes(head: Head, foundation: "Foundation", metadata: dict[str, Any]
     return _pack(head.state_dict(), record)
 
 
-def head_from_bytes(data: bytes, foundation: "Foundation") -> Head:
+def head_from_bytes(data: bytes, foundation: FoundationIdentity) -> Head:
     """Rebuild a head, refusing one trained for another backbone or controller (``FoundationMismatch``)."""
     tensors, record = _unpack(data, "hra-head")
     if record.get("foundation_fingerprint") != foundation.fingerprint:

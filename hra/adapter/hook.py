@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from hra.hra.controller import Controller
-from hra.hra.heads import Head
+from hra.adapter.controller import Controller
+from hra.adapter.heads import Head
 
 HeadsSpec = Head | Sequence[Head | None] | None
 

@@ -3,9 +3,9 @@
 import torch
 import pytest
 
-from hra.hra.controller import Controller, ControllerConfig
-from hra.hra.heads import HeadConfig, make_head
-from hra.hra.hook import HeadApplier, HRAHook
+from hra.adapter.controller import Controller, ControllerConfig
+from hra.adapter.heads import HeadConfig, make_head
+from hra.adapter.hook import HeadApplier, HRAHook
 from tests.hra.fake_backbone import fake_utterances, make_fake_foundation
 
 torch.set_num_threads(1)

@@ -7,9 +7,9 @@
         x_l = L_l(x_{l-1}) + o_l                     # HRAHook, called by the backbone after each block
 """
 
-from hra.hra.controller import Controller, ControllerConfig
-from hra.hra.heads import FFNHead, Head, HeadConfig, LinearHead, make_head
-from hra.hra.hook import HRAHook, HeadApplier
+from hra.adapter.controller import Controller, ControllerConfig
+from hra.adapter.heads import FFNHead, Head, HeadConfig, LinearHead, make_head
+from hra.adapter.hook import HRAHook, HeadApplier
 
 __all__ = [
     "Controller",
