@@ -126,11 +126,13 @@ def all_imports(root: Path, packages: tuple[str, ...] = PACKAGES) -> dict[str, s
 
 
 def test_dependencies_point_one_way():
-    assert wrong_way_imports(import_graph(REPO), all_imports(REPO)) == []
+    problems = wrong_way_imports(import_graph(REPO), all_imports(REPO))
+    assert not problems, "wrong-way imports:\n" + "\n".join(problems)
 
 
 def test_there_are_no_import_circles():
-    assert cycles(import_graph(REPO)) == []
+    circles = cycles(import_graph(REPO))
+    assert not circles, "import circles:\n" + "\n".join(" <-> ".join(c) for c in circles)
 
 
 # ---- the checks can fail ---------------------------------------------------------------------------------------
