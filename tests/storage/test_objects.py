@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -337,12 +336,3 @@ class TestKeys:
         tenant, one, two = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
         assert not head_key(tenant, two, uuid.uuid4()).startswith(speaker_prefix(tenant, one))
         assert speaker_prefix(tenant, one).endswith("/")
-
-
-@pytest.fixture(autouse=True)
-def _no_stray_settings(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Settings built in these tests must not pick up HRA_* variables of the environment running them."""
-    for name in list(os.environ):
-        if name.startswith("HRA_"):
-            monkeypatch.delenv(name)
-    yield
