@@ -5,14 +5,17 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all
+# The browser test of the enrollment page (tests/web): Debian's Chromium and its ChromeDriver; never for `make run`.
+BROWSER_PACKAGES := chromium chromium-driver
+AXE := tests/web/node_modules/axe-core/axe.min.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps debian-deps bench-foundation bench-foundation-headline corpus clean
+.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline corpus clean
 
 run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
 	$(BIN)/hra run
 
-test: deps ## set up and run the whole test suite
+test: deps web-test-deps ## set up and run the whole test suite
 	$(BIN)/python -m pytest -q
 
 deps: debian-deps $(STAMP)
@@ -24,6 +27,19 @@ debian-deps:
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
+
+# Only `make test` needs these: Chromium and ChromeDriver from Debian (no browser download), and axe-core, pinned in
+# tests/web/package-lock.json, for the accessibility check the browser test runs in the page.
+web-test-deps: $(AXE)
+	@missing=""; for p in $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+$(AXE): tests/web/package.json tests/web/package-lock.json
+	cd tests/web && npm ci --no-audit --no-fund --silent
+	@touch $@
 
 $(STAMP): pyproject.toml
 	@[ -x $(BIN)/python ] || $(PYTHON) -m venv $(VENV)

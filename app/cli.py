@@ -3,11 +3,16 @@
     hra api [--host H] [--port P]             the HTTP API (uvicorn)
     hra worker --queues train|eval            a Celery worker (solo pool: torch/CUDA-safe)
     hra db upgrade                            migrate the database to the newest schema
-    hra keys create --tenant NAME             a new API key (printed once, as the last line)
+    hra keys create|list|revoke               API keys: create (printed once), list, revoke (app/cli_keys.py)
     hra jobs reap                             re-queue or fail jobs whose worker stopped reporting
-    hra run [--host H] [--port P]             embedded mode: migrate, then API + train worker + eval worker
+    hra objects sweep [--grace-seconds S] [--dry-run]   housekeeping: finish interrupted erasures, delete orphan
+                                              objects (app/cli_objects.py; the workers run it periodically)
+    hra tenants show|quota TENANT ...         a tenant's quotas and usage; per-tenant overrides (app/cli_tenants.py)
+    hra run [--host H] [--port P] [--rotate-key]   embedded mode: migrate, then API + train worker + eval worker,
+                                              restarted when they die (app/supervisor.py); the same key each start
 
 Configuration comes from ``HRA_*`` environment variables (``app.settings``); ``PORT`` sets the API port.
+The client verbs (enroll, adapt, heads, transcribe, speakers) talk to a running server: ``app/cli_remote.py``.
 """
 
 from __future__ import annotations
@@ -17,19 +22,20 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+from app.cli_keys import add_key_commands
+from app.cli_objects import add_object_commands
+from app.cli_remote import add_remote_verbs, run_remote
+from app.cli_tenants import add_tenant_commands
 from app.settings import Settings, get_settings
 
 logger = logging.getLogger("hra")
 
 LOG_LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR"]
-SHUTDOWN_GRACE_S = 15.0  # children get SIGTERM, then SIGKILL after this long (tasks are acked late: safe)
 
 
 def _setup_logging(level: str = "INFO") -> None:
@@ -87,53 +93,42 @@ def cmd_worker(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _spawn(name: str, argv: list[str]) -> subprocess.Popen:
-    # Own session: a terminal's Ctrl-C reaches only this supervisor, which forwards one SIGTERM to each child.
-    logger.info("starting %s: %s", name, " ".join(argv))
-    return subprocess.Popen(argv, start_new_session=True)
-
-
-def _stop_children(children: dict[str, subprocess.Popen]) -> None:
-    for proc in children.values():
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + SHUTDOWN_GRACE_S
-    for name, proc in children.items():
-        try:
-            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            logger.warning("%s did not stop in %.0f s; killing it", name, SHUTDOWN_GRACE_S)
-            proc.kill()
-            proc.wait()
-
-
-def ensure_bootstrap_key(settings: Settings) -> str:
-    """The key to print: ``HRA_BOOTSTRAP_API_KEY`` if set, else a new key for tenant ``default`` (stored hashed)."""
+def run_key(settings: Settings, rotate: bool = False) -> tuple[str, str]:
+    """The key ``hra run`` serves with, and what to print about it: ``HRA_BOOTSTRAP_API_KEY`` if set, else the key
+    kept (hashed in the database, in full in ``var/api-key``, mode 0600) across restarts (``app.security``)."""
     if settings.bootstrap_api_key:
-        return settings.bootstrap_api_key
-    from app.security import DEFAULT_TENANT, create_api_key
-    from storage.db import make_engine, make_session_factory
+        if rotate:
+            raise SystemExit("--rotate-key: the key is HRA_BOOTSTRAP_API_KEY; change that variable instead")
+        return settings.bootstrap_api_key, "API key: HRA_BOOTSTRAP_API_KEY (Authorization: Bearer <key>)"
+    from app.cli_keys import admin_session
+    from app.security import RUN_KEY_FILE, ensure_run_key, shown_prefix
 
-    engine = make_engine(settings.database_url)
-    try:
-        with make_session_factory(engine)() as db:
-            _, key = create_api_key(db, DEFAULT_TENANT)
-            db.commit()
-    finally:
-        engine.dispose()
-    return key
+    path = settings.var_dir / RUN_KEY_FILE
+    with admin_session(settings) as db:
+        found = ensure_run_key(db, path, rotate)
+    if not found.minted:
+        return found.key, (
+            f"API key unchanged: {shown_prefix(found.key)}… (the whole key is in {path}; "
+            "`hra run --rotate-key` replaces it)"
+        )
+    note = f"; the previous key {found.revoked_prefix}… is revoked" if found.revoked_prefix else ""
+    return found.key, (
+        f"New API key (Authorization: Bearer <key>), shown once here and kept in {path} (mode 0600){note}:\n{found.key}"
+    )
 
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
-    """Embedded mode: one command, no servers. Exits when any child exits, or on SIGINT/SIGTERM."""
+    """Embedded mode: one command, no servers. Restarts a child that dies (``app.supervisor``); stops on
+    SIGINT/SIGTERM (exit 0), or when a child keeps failing at once (non-zero)."""
     from app.services.queue import CeleryTaskQueue
+    from app.supervisor import Supervisor
     from storage.migrate import upgrade
 
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     # Create the broker's tables once here, before three processes race to create them.
     CeleryTaskQueue.for_settings(settings).ping()
-    key = ensure_bootstrap_key(settings)
+    _, key_note = run_key(settings, args.rotate_key)
     host = args.host or settings.api_host
     port = args.port or settings.api_port
 
@@ -147,28 +142,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
     me = [sys.executable, "-m", "app.cli"]
     level = f"--log-level={args.log_level}"
-    children: dict[str, subprocess.Popen] = {}
-    exit_code = 0
-    try:
-        children["api"] = _spawn("api", [*me, "api", f"--host={host}", f"--port={port}", level])
-        children["worker-train"] = _spawn("worker-train", [*me, "worker", "--queues=train", level])
-        children["worker-eval"] = _spawn("worker-eval", [*me, "worker", "--queues=eval", level])
-        shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
-        print(f"HRA service: http://{shown_host}:{port}  (API docs: http://{shown_host}:{port}/docs)", flush=True)
-        print("Stop with Ctrl-C. API key (Authorization: Bearer <key>):", flush=True)
-        print(key, flush=True)
-        while not stopping["signal"]:
-            for name, proc in children.items():
-                code = proc.poll()
-                if code is not None:
-                    logger.error("%s exited with %s; stopping the others", name, code)
-                    exit_code = code or 1
-                    stopping["signal"] = -1
-                    break
-            time.sleep(0.3)
-    finally:
-        _stop_children(children)
-    return exit_code
+    supervisor = Supervisor(
+        {
+            "api": [*me, "api", f"--host={host}", f"--port={port}", level],
+            "worker-train": [*me, "worker", "--queues=train", level],
+            "worker-eval": [*me, "worker", "--queues=eval", level],
+        }
+    )
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    print(f"HRA service: http://{shown_host}:{port}  (API docs: http://{shown_host}:{port}/docs)", flush=True)
+    print("Stop with Ctrl-C.", key_note, sep="\n", flush=True)
+    return supervisor.run(lambda: stopping["signal"] != 0)
 
 
 # ---- admin commands ----------------------------------------------------------------------------------------
@@ -180,22 +164,6 @@ def cmd_db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     upgrade(settings.database_url)
     print("database is at the newest schema")
-    return 0
-
-
-def cmd_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    from app.security import create_api_key
-    from storage.db import make_engine, make_session_factory
-
-    engine = make_engine(settings.database_url)
-    try:
-        with make_session_factory(engine)() as db:
-            tenant, key = create_api_key(db, args.tenant)
-            db.commit()
-            print(f"new API key for tenant {tenant.name!r} ({tenant.id}); it is shown only once:")
-    finally:
-        engine.dispose()
-    print(key)
     return 0
 
 
@@ -249,6 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_log_level(sub.add_parser("run", help="embedded mode: API + train worker + eval worker"))
     run.add_argument("--host", default=None)
     run.add_argument("--port", type=int, default=None)
+    run.add_argument("--rotate-key", action="store_true", help="mint a new API key and revoke the one kept in var/")
     run.set_defaults(func=cmd_run)
 
     db = sub.add_parser("db", help="database administration")
@@ -256,22 +225,24 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub.add_parser("upgrade", help="migrate to the newest schema").set_defaults(func=cmd_db_upgrade)
 
     keys = sub.add_parser("keys", help="API keys")
-    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = keys_sub.add_parser("create", help="create a key (printed once, as the last line)")
-    create.add_argument("--tenant", required=True)
-    create.set_defaults(func=cmd_keys_create)
+    add_key_commands(keys.add_subparsers(dest="keys_command", required=True))
 
     jobs = sub.add_parser("jobs", help="adaptation jobs")
     jobs_sub = jobs.add_subparsers(dest="jobs_command", required=True)
     jobs_sub.add_parser("reap", help="re-queue or fail jobs whose worker stopped").set_defaults(func=cmd_jobs_reap)
 
     sub.add_parser("openapi", help="print the OpenAPI document").set_defaults(func=cmd_openapi)
+    add_tenant_commands(sub)
+    add_object_commands(sub)
+    add_remote_verbs(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(args.log_level)
+    if getattr(args, "remote_func", None) is not None:  # a client of some server: this machine's settings don't apply
+        return run_remote(args)
     if args.command == "worker" and args.concurrency < 1:
         raise SystemExit("--concurrency must be >= 1")
     return int(args.func(args, get_settings()) or 0)

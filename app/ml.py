@@ -1,10 +1,12 @@
 """The one seam between the service and the ML package.
 
 The API and the workers talk to the model only through ``MLService``: audio in, text or head artifacts out.
-Heads cross the seam as artifact bytes (safetensors), waveforms as opaque values produced by ``decode_audio``.
-``HRAMLService`` is the real implementation over ``hra``; it imports ``hra`` (and torch) lazily, loads the
-foundation once (guarded by a lock) and serializes inference. Tests inject a fake through
-``app.container.Services``.
+Heads cross the seam as artifact bytes (safetensors) or as a ``HeadRef`` (the head's immutable id and a callable
+that fetches its artifact, called only when the head is not already parsed in memory); waveforms as opaque values
+produced by ``decode_audio``. ``HRAMLService`` is the real implementation over ``hra``; it imports ``hra`` (and
+torch) lazily, loads the foundation once (guarded by a lock), keeps parsed heads in a byte-bounded LRU cache and
+transcribes through one engine thread that batches the utterances of concurrent requests (``app.engine``).
+Tests inject a fake through ``app.container.Services``.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections import OrderedDict
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -46,6 +48,26 @@ class ModelUnavailable(MLError):
 
 class IncompatibleHead(MLError):
     """A head artifact was made for another foundation, or is not a head artifact at all."""
+
+
+@dataclass(frozen=True)
+class HeadRef:
+    """A head by its immutable id (a head row's artifact never changes: a new version is a new id).
+
+    ``load`` returns the artifact bytes (e.g. ``functools.partial(store.get, head.object_key)``); a service with a
+    head cache calls it only on a miss, in the caller's thread, and lets its exceptions (``ObjectNotFound``,
+    ``ObjectStoreUnavailable``) through unchanged. Which head is in service is the caller's per-request lookup."""
+
+    id: str
+    load: Callable[[], bytes] = field(compare=False, repr=False)
+
+
+HeadInput = bytes | HeadRef | None  # what ``MLService.transcribe`` takes per utterance
+
+
+def head_artifact(head: HeadInput) -> bytes | None:
+    """The artifact bytes of a head input (loads a ``HeadRef``): for services that keep no cache."""
+    return head.load() if isinstance(head, HeadRef) else head
 
 
 @dataclass(frozen=True)
@@ -84,8 +106,9 @@ class TrainedHead:
 
 
 class MLService(Protocol):
-    def decode_audio(self, data: bytes) -> DecodedAudio:
-        """Any supported container/rate/channels -> 16 kHz mono; raises ``InvalidAudio``."""
+    def decode_audio(self, data: bytes, max_seconds: float | None = None) -> DecodedAudio:
+        """Any supported container/rate/channels -> 16 kHz mono; raises ``InvalidAudio``. ``max_seconds``: decode
+        at most this long (``AudioTooLongForModel`` beyond; default: the decoder's own limit)."""
         ...
 
     def encode_flac(self, waveform: Any) -> bytes: ...
@@ -94,8 +117,18 @@ class MLService(Protocol):
         """(word errors, reference words) after the shared text normalization."""
         ...
 
-    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[bytes | None]) -> list[str]:
-        """One pass over a batch; ``heads[i]`` is a head artifact or ``None`` for the base model."""
+    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[str]:
+        """Texts of ``waveforms`` in order; ``heads[i]`` is a head artifact, a ``HeadRef`` or ``None`` for the base
+        model. Thread-safe: concurrent calls may be batched together. Raises ``IncompatibleHead`` for a head that
+        does not load (for this call only)."""
+        ...
+
+    def cache_stats(self) -> dict:
+        """The head cache's counters: hits, misses, evictions, entries, bytes, max_bytes."""
+        ...
+
+    def evict(self, head_id: Any) -> bool:
+        """Forget the parsed head of ``head_id`` (erasure); True when it was cached."""
         ...
 
     def train(
@@ -125,19 +158,20 @@ def resolve_device(setting: str) -> str:
 
 
 class HRAMLService:
-    """``MLService`` over the ``hra`` package: the foundation is loaded once, on first use."""
+    """``MLService`` over the ``hra`` package: the foundation is loaded once, on first use; transcription goes
+    through one ``TranscriptionEngine`` (started on first use) and parsed heads through a ``HeadCache``."""
 
-    def __init__(
-        self, settings: Settings, head_cache_size: int = 32, loader: Callable[[], Any] | None = None
-    ) -> None:
+    def __init__(self, settings: Settings, loader: Callable[[], Any] | None = None) -> None:
         """``loader`` builds the foundation (default: ``hra.foundation.load_foundation`` per the settings)."""
+        from app.engine import HeadCache
+
         self._settings = settings
         self._loader = loader or self._load_from_settings
         self._load_lock = threading.Lock()
-        self._infer_lock = threading.Lock()  # one model pass at a time: torch already uses every thread given
         self._foundation: Any = None
-        self._heads: OrderedDict[str, Any] = OrderedDict()
-        self._head_cache_size = head_cache_size
+        self._heads = HeadCache(settings.head_cache_bytes)
+        self._engine: Any = None
+        self._engine_lock = threading.Lock()
 
     # ---- foundation -----------------------------------------------------------------------------------------
 
@@ -165,7 +199,10 @@ class HRAMLService:
         device = resolve_device(self._settings.device)
         logger.info("loading the foundation on %s", device)
         return load_foundation(
-            controller_path=self._settings.controller_path, device=device, beam_size=self._settings.beam_size
+            controller_path=self._settings.controller_path,
+            device=device,
+            beam_size=self._settings.beam_size,
+            decoder=self._settings.decoder,
         )
 
     def warm_up(self) -> None:
@@ -180,12 +217,12 @@ class HRAMLService:
 
     # ---- audio and text -------------------------------------------------------------------------------------
 
-    def decode_audio(self, data: bytes) -> DecodedAudio:
+    def decode_audio(self, data: bytes, max_seconds: float | None = None) -> DecodedAudio:
         from hra.audio import decode_audio
         from hra.errors import AudioDecodeError, AudioTooLong
 
         try:
-            decoded = decode_audio(data)
+            decoded = decode_audio(data) if max_seconds is None else decode_audio(data, max_seconds)
         except AudioTooLong as exc:
             raise AudioTooLongForModel(str(exc)) from exc
         except AudioDecodeError as exc:
@@ -219,26 +256,101 @@ class HRAMLService:
         except (FoundationMismatch, InvalidArtifact) as exc:
             raise IncompatibleHead(str(exc)) from exc
 
-    def _load_head(self, artifact: bytes) -> Any:
-        """A parsed head for serving, from a small LRU keyed by the artifact's sha256 (never mutated)."""
-        digest = hashlib.sha256(artifact).hexdigest()
-        head = self._heads.get(digest)
-        if head is not None:
-            self._heads.move_to_end(digest)
-            return head
-        head = self._parse_head(artifact)
-        self._heads[digest] = head
-        while len(self._heads) > self._head_cache_size:
-            self._heads.popitem(last=False)
-        return head
+    def _parse_for_serving(self, artifact: bytes) -> tuple[Any, int]:
+        """(parsed head, bytes it holds) for the cache; refuses a head that does not fit the foundation."""
+        from hra.inference import check_head_fits
 
-    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[bytes | None]) -> list[str]:
+        head = self._parse_head(artifact)
+        try:
+            check_head_fits(head, self._get_foundation())
+        except ValueError as exc:
+            raise IncompatibleHead(str(exc)) from exc
+        head.eval()
+        size = sum(t.numel() * t.element_size() for t in (*head.parameters(), *head.buffers()))
+        return head, size
+
+    def load_head(self, head: HeadInput) -> Any:
+        """A parsed head for serving (``None`` for the base model), from the cache: keyed by ``HeadRef.id``, else by
+        the artifact's sha256. Parsed heads are shared between requests and never mutated."""
+        if head is None:
+            return None
+        if isinstance(head, HeadRef):
+            return self._heads.get_or_load(f"id:{head.id}", lambda: self._parse_for_serving(head.load()))
+        if isinstance(head, (bytes, bytearray, memoryview)):
+            artifact = bytes(head)
+            key = f"sha256:{hashlib.sha256(artifact).hexdigest()}"
+            return self._heads.get_or_load(key, lambda: self._parse_for_serving(artifact))
+        raise TypeError(f"a head is artifact bytes, a HeadRef or None, not {type(head).__name__}")
+
+    def cache_stats(self) -> dict:
+        return self._heads.stats()
+
+    def evict(self, head_id: Any) -> bool:
+        return self._heads.evict(f"id:{head_id}")
+
+    def engine_stats(self) -> dict:
+        """The engine's counters (batches, items, mean batch size, ...); empty before the first transcription."""
+        engine = self._engine
+        return engine.stats() if engine is not None else {}
+
+    def _get_engine(self) -> Any:
+        if self._engine is not None:
+            return self._engine
+        with self._engine_lock:
+            if self._engine is None:
+                from app.engine import TranscriptionEngine
+
+                # The engine thread holds the service weakly: a service dropped without close() is collected
+                # (with its foundation) and its thread told to stop.
+                run, start = weakref.WeakMethod(self._run_batch), weakref.WeakMethod(self._engine_thread_start)
+                engine = TranscriptionEngine(
+                    lambda waveforms, heads: run()(waveforms, heads),  # type: ignore[misc]
+                    max_batch_size=self._settings.engine_max_batch_size,
+                    max_wait_s=self._settings.engine_batch_wait_ms / 1000.0,
+                    on_thread_start=lambda: (start() or (lambda: None))(),
+                )
+                weakref.finalize(self, engine.close, 0)
+                self._engine = engine
+        return self._engine
+
+    def _engine_thread_start(self) -> None:
+        import torch
+
+        # The engine thread is the one that runs the model: the thread count applies to its parallel regions.
+        torch.set_num_threads(max(1, self._settings.torch_threads))
+
+    def _run_batch(self, waveforms: list[Any], heads: list[Any]) -> list[str]:
+        """One group of a batch (all base-model or all heads, mixed speakers): one backbone pass (engine thread)."""
         from hra.inference import transcribe
 
-        foundation = self._get_foundation()
-        with self._infer_lock:
-            loaded = [None if artifact is None else self._load_head(artifact) for artifact in heads]
-            return list(transcribe(foundation, list(waveforms), loaded))
+        return list(transcribe(self._get_foundation(), waveforms, heads, batch_size=max(1, len(waveforms))))
+
+    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[str]:
+        waveforms, heads = list(waveforms), list(heads)
+        if len(waveforms) != len(heads):
+            raise ValueError(f"{len(waveforms)} waveforms but {len(heads)} heads")
+        if not waveforms:
+            return []
+        self._get_foundation()  # ModelUnavailable here, in the caller's thread
+        # Heads are parsed (or found in the cache) before anything is queued: a bad artifact fails this call only.
+        # The same head repeated in one call (a long recording's chunks) is looked up once.
+        parsed: dict[Any, Any] = {}
+        loaded = []
+        for head in heads:
+            memo = id(head)
+            if memo not in parsed:
+                parsed[memo] = (head, self.load_head(head))  # keep ``head`` alive so that its id stays unique
+            loaded.append(parsed[memo][1])
+        # Base-model utterances run in Whisper's 30-s window, heads in the head context: separate passes.
+        groups = ["base" if h is None else "heads" for h in loaded]
+        return self._get_engine().transcribe(waveforms, loaded, groups)
+
+    def close(self) -> None:
+        """Stop the engine thread (queued utterances are still transcribed); a later call starts a new one."""
+        with self._engine_lock:
+            engine, self._engine = self._engine, None
+        if engine is not None:
+            engine.close()
 
     def train(
         self,

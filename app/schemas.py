@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from storage.models import Decision, HeadStatus, HeadType, JobState, Split
+from storage.models import Decision, HeadAction, HeadStatus, HeadType, JobState, Split
 
 
 class _Out(BaseModel):
@@ -19,14 +20,45 @@ class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# ---- text fields -------------------------------------------------------------------------------------------
+
+# C0 and C1 control characters (NUL among them: PostgreSQL cannot store it) and lone surrogates (JSON may escape
+# one, e.g. "\ud800"; no database encoding can store it). Format characters (zero-width joiners, bidi marks) are
+# legitimate in names and stay.
+_CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+# Text whose whitespace is normalized before storage (transcripts) may carry tabs and line breaks.
+_CONTROL_CHARACTERS_BUT_WHITESPACE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def refuse_control_characters(value: str | None, *, allow_whitespace: bool = False) -> str | None:
+    """``value`` unchanged; ``ValueError`` naming the first control character or lone surrogate in it."""
+    if value is None:
+        return None
+    pattern = _CONTROL_CHARACTERS_BUT_WHITESPACE if allow_whitespace else _CONTROL_CHARACTERS
+    found = pattern.search(value)
+    if found is not None:
+        raise ValueError(f"must not contain control characters (found U+{ord(found.group()):04X})")
+    return value
+
+
+def _refuse_control_characters_but_whitespace(value: str | None) -> str | None:
+    return refuse_control_characters(value, allow_whitespace=True)
+
+
+# A single-line text field: a request carrying a control character in it is refused with 422.
+PlainText = Annotated[str, AfterValidator(refuse_control_characters)]
+# Text whose whitespace is normalized before it is stored (a transcript): tabs and line breaks may come in it.
+NormalizedText = Annotated[str, AfterValidator(_refuse_control_characters_but_whitespace)]
+
+
 # ---- speakers and utterances -------------------------------------------------------------------------------
 
 
 class SpeakerCreate(_In):
-    external_id: str | None = Field(
+    external_id: PlainText | None = Field(
         None, min_length=1, max_length=256, description="Your id for this speaker; unique per tenant."
     )
-    display_name: str | None = Field(None, max_length=256)
+    display_name: PlainText | None = Field(None, max_length=256)
 
 
 class UtteranceCounts(BaseModel):
@@ -139,6 +171,36 @@ class HeadList(BaseModel):
     items: list[HeadOut]
 
 
+class HeadChangeIn(_In):
+    reason: PlainText = Field(
+        min_length=1, max_length=1000, description="Why (kept with the change, with who asked and when)."
+    )
+
+
+class HeadEventOut(_Out):
+    """An operator's manual change of a head version's status."""
+
+    id: uuid.UUID
+    speaker_id: uuid.UUID
+    head_id: uuid.UUID
+    action: HeadAction
+    from_status: HeadStatus
+    to_status: HeadStatus
+    replaced_head_id: uuid.UUID | None = Field(description="The version in service before, retired by a promotion.")
+    actor: str = Field(description="Who asked: the tenant and the API key's prefix.")
+    reason: str
+    created_at: datetime
+
+
+class HeadEventList(BaseModel):
+    items: list[HeadEventOut]
+
+
+class HeadChangeOut(BaseModel):
+    head: HeadOut
+    event: HeadEventOut
+
+
 # ---- transcription, foundation, health ---------------------------------------------------------------------
 
 
@@ -163,4 +225,6 @@ class HealthOut(BaseModel):
 
 class ReadyOut(BaseModel):
     status: str = Field(description="'ready' or 'not_ready'")
-    checks: dict[str, str] = Field(description="'ok' or the error, per dependency")
+    checks: dict[str, str] = Field(
+        description="Per dependency (database, object_store, broker): 'ok' or '<dependency>_unavailable'."
+    )

@@ -25,6 +25,17 @@ class AudioDecodeError(HraError):
     code = "audio_decode_error"
 
 
+class UnsupportedSampleRate(AudioDecodeError):
+    """The declared sample rate is outside the limits, or too odd to convert to 16 kHz within bounded memory."""
+
+    code = "unsupported_sample_rate"
+
+class TooManyChannels(AudioDecodeError):
+    """More channels than the decoder accepts."""
+
+    code = "too_many_channels"
+
+
 class AudioTooLong(HraError):
     """An utterance is longer than the backbone's 30-s window (the backbone does not do long-form audio)."""
 

@@ -6,6 +6,9 @@ and loading a head against another foundation is refused (``hra.errors.Foundatio
 Heads are trained and served on ``backbone`` (for Whisper, the head context: the utterance padded to >= 5 s);
 samples without a head are served by ``base_backbone``, the same weights in the base model's own serving
 configuration (Whisper's 30-s window), so that "base" is exactly the model the product serves to everyone.
+
+Decoding is the backbone's Python beam search (``decoder="python"``) or CTranslate2's C++ beam search over the same
+encoder output (``decoder="ctranslate2"``, ``hra.backbone.ct2_decoding``); it is not part of the fingerprint.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import save as st_save
@@ -28,6 +31,13 @@ from hra.adapter.heads import HeadConfig, make_head
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_CONTROLLER_PATH = ASSETS_DIR / "controller.safetensors"
 CONTROLLER_REBUILD_COMMAND = "python -m hra.training.controller --manifest corpus/manifest.jsonl --out hra/assets/"
+
+DecoderKind = Literal["python", "ctranslate2"]
+DECODERS: tuple[str, ...] = ("python", "ctranslate2")
+# The decoder load_foundation uses unless told (python -m hra.bench.ct2_decoding -> benchmarks/results/
+# ct2_decoding.json, 1 thread): CTranslate2 float32 gives the Python decoder's WER on the real recordings (base and the
+# prior head) and on a trained head, 15/16, 16/16 and 24/24 utterances token for token, and decodes 1.6-2.0x faster.
+DEFAULT_DECODER: DecoderKind = "ctranslate2"
 
 
 def foundation_fingerprint(backbone_fingerprint: str, controller_fingerprint: str) -> str:
@@ -48,6 +58,14 @@ class Foundation:
     # (the context heads are trained and served in): Whisper's 30-s window keeps the base as good as Whisper is,
     # while heads train and run 7x cheaper on a cut context (benchmarks/results/context_policy.json).
     base_backbone: Backbone | None = None
+    # Decodes the encoder output of both contexts with CTranslate2 (``hra.backbone.ct2_decoding.Ct2Decoder``) when
+    # set; None: the backbone's own (Python) decoding. Batches whose heads also run in the decoder blocks always
+    # decode in Python (CTranslate2 cannot apply them).
+    ct2_decoder: Any = None
+
+    @property
+    def decoder_kind(self) -> DecoderKind:
+        return "python" if self.ct2_decoder is None else "ctranslate2"
 
     @property
     def serving_base(self) -> Backbone:
@@ -60,6 +78,7 @@ class Foundation:
         controller: Controller,
         controller_source: str = "",
         base_backbone: Backbone | None = None,
+        ct2_decoder: Any = None,
     ) -> "Foundation":
         """Freeze both parts, check that they fit, and fingerprint the pair (the base context is not part of it:
         heads never run in it)."""
@@ -82,6 +101,7 @@ class Foundation:
             device=device,
             controller_source=controller_source,
             base_backbone=base_backbone,
+            ct2_decoder=ct2_decoder,
         )
 
     def head_config(self, head_type: str = "linear", hidden: int = 128) -> HeadConfig:
@@ -130,6 +150,7 @@ class Foundation:
             },
             "heads": heads,
             "base_serving_context": _describe(self.serving_base).get("context"),
+            "decoder": self.ct2_decoder.describe() if self.ct2_decoder is not None else {"kind": "python"},
             "device": str(self.device),
         }
 
@@ -167,18 +188,28 @@ def _backbone_device(backbone: Backbone) -> torch.device:
 
 
 def load_foundation(
-    controller_path: str | Path | None = None, device: str | torch.device = "cpu", beam_size: int | None = None
+    controller_path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    beam_size: int | None = None,
+    decoder: DecoderKind | None = None,
+    ct2_options: Any = None,
 ) -> Foundation:
     """Whisper tiny.en from the pinned wheel + the shipped (or given) controller.
 
     ``beam_size``: decoding's beam for heads and base alike (None: ``DecodingOptions``' default; 1: greedy).
-    Decoding is not part of the fingerprint: a head decodes the same way under any beam.
+    ``decoder``: "python" (the backbone's beam search) or "ctranslate2" (CTranslate2's, over the same encoder
+    output; ``ct2_options``: a ``hra.backbone.ct2_decoding.Ct2Options``); None: ``DEFAULT_DECODER``.
+    Decoding is not part of the fingerprint: a head decodes the same way under any beam and either decoder.
 
-    Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file).
+    Raises ``BackboneUnavailable`` (wheel missing/altered, or ctranslate2 missing for its decoder) or
+    ``ControllerUnavailable`` (no controller file); ``ValueError`` for an unknown decoder.
     """
     from hra.backbone.decoding import DecodingOptions
     from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
 
+    decoder = decoder or DEFAULT_DECODER
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown decoder {decoder!r} (use one of {', '.join(DECODERS)})")
     path = Path(controller_path) if controller_path is not None else DEFAULT_CONTROLLER_PATH
     if not path.is_file():
         raise ControllerUnavailable(
@@ -188,6 +219,29 @@ def load_foundation(
     controller = load_controller(path)
     options = BackboneOptions(decoding=DecodingOptions.with_beam(beam_size))
     backbone = load_whisper_tiny_en(device=str(device), options=options)
+    ct2_decoder = _ct2_decoder(backbone, ct2_options) if decoder == "ctranslate2" else None
     return Foundation.build(
-        backbone, controller, controller_source=str(path), base_backbone=backbone.with_context(BASE_SERVING_CONTEXT)
+        backbone,
+        controller,
+        controller_source=str(path),
+        base_backbone=backbone.with_context(BASE_SERVING_CONTEXT),
+        ct2_decoder=ct2_decoder,
     )
+
+
+def _ct2_decoder(backbone: Any, options: Any = None) -> Any:
+    """A CTranslate2 decoder over the model directory the backbone was converted from, on the backbone's device
+    when CTranslate2 can use it (else on the CPU, the encoder output copied over)."""
+    from hra.backbone.ct2_decoding import Ct2Decoder, Ct2Options
+
+    if options is None:
+        options = Ct2Options(device="cuda" if backbone.device.type == "cuda" and _ct2_has_cuda() else "cpu")
+    return Ct2Decoder(backbone.source["model_dir"], backbone.tokenizer, backbone.config.n_vocab, options)
+
+
+def _ct2_has_cuda() -> bool:
+    try:
+        import ctranslate2
+    except ImportError:
+        return False
+    return ctranslate2.get_cuda_device_count() > 0

@@ -1,8 +1,9 @@
 """Transcription with per-sample heads: one batched backbone pass serves many speakers.
 
 ``transcribe(foundation, waveforms, heads)``: ``heads[i]`` is sample i's head or ``None`` for the base model as
-served (no head: no correction, exactly the frozen backbone). Decoding is the backbone's guarded decoding
-(length bound by duration, repetition and compression checks, no-speech handling).
+served (no head: no correction, exactly the frozen backbone). Decoding is guarded (length bound by duration,
+repetition and compression checks, no-speech handling): the backbone's Python beam search, or CTranslate2's over the
+same encoder output when the foundation has a CTranslate2 decoder (``decode_encoded``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,38 @@ def encode_with_heads(
     return encoder_out, batch, hook.decoder_hook()
 
 
+def decode_encoded(
+    foundation: Foundation,
+    backbone: Backbone,
+    encoder_out: torch.Tensor,
+    durations_s: list[float],
+    frames: torch.Tensor | None,
+    decoder_hook=None,
+    detailed: bool = False,
+) -> list:
+    """Texts (``detailed``: ``DecodeResult``s) of one batch's encoder output, with the foundation's decoder.
+
+    CTranslate2 (``foundation.ct2_decoder``) decodes unless the heads also run in the decoder blocks
+    (``decoder_hook``); the samples its guards flag are decoded again by ``backbone``'s Python decoder."""
+    ct2 = foundation.ct2_decoder
+    options = getattr(getattr(backbone, "options", None), "decoding", None)
+    if ct2 is None or decoder_hook is not None or options is None:
+        if detailed:
+            return backbone.decode_detailed(encoder_out, durations_s, frames, decoder_hook)  # type: ignore[attr-defined]
+        return backbone.decode(encoder_out, durations_s, frames=frames, decoder_hook=decoder_hook)
+
+    def python_decode(rows: list[int]):
+        index = torch.tensor(rows, device=encoder_out.device)
+        return backbone.decode_detailed(  # type: ignore[attr-defined]
+            encoder_out.index_select(0, index),
+            [durations_s[r] for r in rows],
+            frames.index_select(0, index) if frames is not None else None,
+        )
+
+    results = ct2.decode(encoder_out, frames, durations_s, options, fallback=python_decode)
+    return results if detailed else [r.text for r in results]
+
+
 @torch.inference_mode()
 def transcribe(
     foundation: Foundation,
@@ -84,7 +117,7 @@ def transcribe(
                 foundation, [waveforms[i] for i in rows], [heads[i] for i in rows], backbone
             )
             durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
-            texts_of_batch = backbone.decode(encoder_out, durations, frames=batch.frames, decoder_hook=decoder_hook)
+            texts_of_batch = decode_encoded(foundation, backbone, encoder_out, durations, batch.frames, decoder_hook)
             for i, text in zip(rows, texts_of_batch):
                 texts[i] = text
     return texts

@@ -122,11 +122,21 @@ class HeadStatus(str, enum.Enum):
     in_service = "in_service"  # the speaker's promoted head (at most one per speaker)
     retired = "retired"  # was in service, replaced by a later version
     rejected = "rejected"  # failed the gate
+    # Trained on (or warm-started from a head trained on) audio that was deleted since: never served again, and
+    # never a fallback or a rollback target (app.services.jobs.erasure).
+    withdrawn = "withdrawn"
 
 
 class Decision(str, enum.Enum):
     promote = "promote"
     reject = "reject"
+
+
+class HeadAction(str, enum.Enum):
+    """An operator's manual change of a head version's status (``HeadEvent``)."""
+
+    promote = "promote"  # put this version in service (a rollback to an earlier one); the one in service retires
+    retire = "retire"  # take this version out of service; the speaker is served by the base model
 
 
 def _enum(cls: type[enum.Enum]) -> Enum:
@@ -138,6 +148,9 @@ class Tenant(TimestampedBase):
     __tablename__ = "tenants"
 
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    # Overrides of the ``quota_*`` settings for this tenant ({"speakers": 50, ...}; NULL: the defaults), set by
+    # ``hra tenants quota`` and read by app.services.quotas. Assign a new dict to change it.
+    quotas: Mapped[dict | None] = mapped_column(JSON)
 
     # passive_deletes: the database's ON DELETE CASCADE removes the children; the ORM does not load them first.
     api_keys: Mapped[list[ApiKey]] = relationship(
@@ -154,8 +167,11 @@ class ApiKey(TimestampedBase):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     # sha256 hex of the key; the key itself is shown once, at creation, and never stored.
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    prefix: Mapped[str] = mapped_column(String(16))
+    prefix: Mapped[str] = mapped_column(String(16))  # "hra_" + 8 random characters: tells keys apart in listings
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    label: Mapped[str | None] = mapped_column(String(64))  # what the key is for: "hra run", "bootstrap", a name
+    # Refreshed at most once an hour per key (app.security.LAST_USED_RESOLUTION_S): a write per request would not be.
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tenant: Mapped[Tenant] = relationship(back_populates="api_keys")
 
@@ -168,6 +184,9 @@ class Speaker(TimestampedBase):
     tenant_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"), index=True)
     external_id: Mapped[str | None] = mapped_column(String(256))
     display_name: Mapped[str | None] = mapped_column(String(256))
+    # The erasure tombstone: set first when the speaker is deleted (app.services.speakers.erase_speaker); from then
+    # on every lookup treats the speaker as gone and no upload or job can be added, until its rows are deleted.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     tenant: Mapped[Tenant] = relationship(back_populates="speakers")
     # Deleting a speaker deletes its utterances, jobs (with their evaluations) and heads in the database.
@@ -195,6 +214,8 @@ class Utterance(TimestampedBase):
     original_channels: Mapped[int] = mapped_column(Integer)
     transcript: Mapped[str] = mapped_column(Text)
     split: Mapped[Split] = mapped_column(_enum(Split))
+    # The stored object's size (the tenant's stored-bytes quota counts it with the heads' ``size_bytes``).
+    size_bytes: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
 
     speaker: Mapped[Speaker] = relationship(back_populates="utterances")
 
@@ -300,3 +321,25 @@ class Evaluation(TimestampedBase):
     report_key: Mapped[str | None] = mapped_column(String(512))  # per-utterance hypotheses (JSON object)
 
     job: Mapped[AdaptationJob] = relationship(back_populates="evaluation")
+
+
+class HeadEvent(TimestampedBase):
+    """Who changed a head version's status by hand, when, why, and what it replaced (the audit of rollbacks).
+
+    Written only by ``app.services.jobs`` (``promote_version``, ``retire_version``); the gate's own promotions are
+    recorded by the job and its ``Evaluation``. Deleting the head or the speaker deletes its events.
+    """
+
+    __tablename__ = "head_events"
+
+    speaker_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("speakers.id", ondelete="CASCADE"), index=True)
+    head_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("heads.id", ondelete="CASCADE"), index=True)
+    action: Mapped[HeadAction] = mapped_column(_enum(HeadAction))
+    from_status: Mapped[HeadStatus] = mapped_column(_enum(HeadStatus))
+    to_status: Mapped[HeadStatus] = mapped_column(_enum(HeadStatus))
+    # The version that was in service before a promotion and was retired by it (no FK: it may be deleted later).
+    replaced_head_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    # Who: the API key that asked (no FK: the record outlives the key) and a readable label (tenant, key prefix).
+    actor_key_id: Mapped[uuid.UUID | None] = mapped_column(Uuid)
+    actor: Mapped[str] = mapped_column(String(256))
+    reason: Mapped[str] = mapped_column(Text)

@@ -25,7 +25,16 @@ from hra.gate import GateConfig, GateResult, UtteranceScore, evaluate_gate
 from storage.db import session_scope
 from storage.models import AdaptationJob, Head, JobState, Speaker, Split, Utterance
 from storage.objects import report_key
-from workers.progress import TRAINING_SHARE, TRANSIENT_ERRORS, Outcome, Reporter, fail_job, load_waveforms
+from workers.progress import (
+    EVALUATION_MAX_SILENCE_S,
+    TRAINING_SHARE,
+    TRANSIENT_ERRORS,
+    Outcome,
+    Reporter,
+    fail_job,
+    load_waveforms,
+)
+from workers.retry import Held
 
 logger = logging.getLogger(__name__)
 
@@ -108,8 +117,9 @@ def gate_config(s: Settings) -> GateConfig:
     )
 
 
-def run_evaluation(services: Services, job_id: uuid.UUID) -> Outcome:
-    """Evaluate, gate, and promote or reject (see the module docstring). Raises only ``TRANSIENT_ERRORS``."""
+def run_evaluation(services: Services, job_id: uuid.UUID, *, held: Held | None = None) -> Outcome:
+    """Evaluate, gate, and promote or reject (see the module docstring). Raises only ``TRANSIENT_ERRORS``.
+    ``held`` (``workers.retry``): records the attempt evaluated, which the retry loop heartbeats while it waits."""
     plan = _evaluation_plan(services, job_id)
     if isinstance(plan, Outcome):
         if plan.action == "missing":
@@ -117,12 +127,16 @@ def run_evaluation(services: Services, job_id: uuid.UUID) -> Outcome:
             return Outcome("failed", plan.detail)
         logger.info("job %s: evaluation %s: %s", job_id, plan.action, plan.detail)
         return plan
+    if held is not None:
+        held.hold(JobState.evaluating, plan.attempt)
     reporter = Reporter(services, job_id, JobState.evaluating, plan.attempt)
     reporter.heartbeat(force=True)
     if reporter.stopped:
         return Outcome("noop", "the job was cancelled or taken over")
     try:
-        hyps = _transcribe_all(services, plan, reporter)
+        # One batch of transcriptions (3 systems x EVAL_CHUNK utterances) reports nothing: keep-alive meanwhile.
+        with reporter.keep_alive(EVALUATION_MAX_SILENCE_S):
+            hyps = _transcribe_all(services, plan, reporter)
         if hyps is None:
             return Outcome("noop", "stopped: the job was cancelled or deleted")
         return _decide(services, job_id, plan, hyps)

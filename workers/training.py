@@ -26,7 +26,16 @@ from app.services.queue import QueueUnavailable
 from storage.db import session_scope
 from storage.models import AdaptationJob, Head, HeadType, JobState, Speaker, Split, Utterance
 from storage.objects import head_key
-from workers.progress import TRAINING_SHARE, TRANSIENT_ERRORS, Outcome, Reporter, fail_job, load_waveforms
+from workers.progress import (
+    TRAINING_MAX_SILENCE_S,
+    TRAINING_SHARE,
+    TRANSIENT_ERRORS,
+    Outcome,
+    Reporter,
+    fail_job,
+    load_waveforms,
+)
+from workers.retry import Held
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +50,12 @@ class _TrainingPlan:
     parent: Head | None  # the head in service, warm-start source when of the same type
 
 
-def _claim(services: Services, job_id: uuid.UUID, redelivered: bool) -> jobs.Claim:
+def _claim(services: Services, job_id: uuid.UUID, redelivered: bool, resume_attempt: int | None) -> jobs.Claim:
     settings = services.settings
     with session_scope(services.session_factory) as db:
         return jobs.claim_training(
             db, job_id, redelivered=redelivered, max_attempts=settings.task_max_attempts,
-            stale_after_s=settings.job_stale_after_seconds,
+            stale_after_s=settings.job_stale_after_seconds, resume_attempt=resume_attempt,
         )
 
 
@@ -68,15 +77,23 @@ def _training_plan(services: Services, job_id: uuid.UUID) -> _TrainingPlan | Non
         return _TrainingPlan(speaker.tenant_id, speaker.id, job.head_type.value, dict(job.budget), utterances, parent)
 
 
-def run_training(services: Services, job_id: uuid.UUID, *, redelivered: bool = False) -> Outcome:
-    """Train the job's head (see the module docstring). Raises only ``TRANSIENT_ERRORS`` (the caller retries)."""
-    claim = _claim(services, job_id, redelivered)
+def run_training(
+    services: Services, job_id: uuid.UUID, *, redelivered: bool = False, held: Held | None = None
+) -> Outcome:
+    """Train the job's head (see the module docstring). Raises only ``TRANSIENT_ERRORS`` (the caller retries).
+    ``held`` (``workers.retry``): records the claimed attempt, and a retry after a transient error resumes it."""
+    resume = held.resume_attempt(JobState.training) if held is not None else None
+    claim = _claim(services, job_id, redelivered, resume)
     if claim.attempt is None:
         logger.info("job %s: training %s: %s", job_id, claim.action, claim.detail)
         return Outcome(claim.action, claim.detail)
     attempt = claim.attempt
+    if held is not None:
+        held.hold(JobState.training, attempt)
     reporter = Reporter(services, job_id, JobState.training, attempt)
     head_id = uuid.uuid4()
+    # Loading the audio and the model's data preparation report no progress: a keep-alive thread beats meanwhile.
+    stop_keep_alive = reporter.start_keep_alive(TRAINING_MAX_SILENCE_S)
     try:
         plan = _training_plan(services, job_id)
         if plan is None:
@@ -129,6 +146,8 @@ def run_training(services: Services, job_id: uuid.UUID, *, redelivered: bool = F
         logger.exception("job %s: training failed", job_id)
         fail_job(services, job_id, f"training failed: {type(exc).__name__}: {exc}", attempts=attempt)
         return Outcome("failed", str(exc))
+    finally:
+        stop_keep_alive()
     if reporter.stopped:
         return Outcome("noop", "stopped: the job was cancelled, deleted or taken over")
     final = {k: v for k, v in reporter.latest.items() if k in ("step", "total_steps", "loss")}

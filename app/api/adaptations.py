@@ -26,10 +26,12 @@ router = APIRouter(prefix="/v1/speakers/{speaker_id}/adaptations", tags=["adapta
     "",
     status_code=status.HTTP_202_ACCEPTED,
     responses=errors.error_responses(
+        errors.MalformedBody,
         errors.SpeakerNotFound,
         errors.JobAlreadyActive,
         errors.NotEnoughData,
         errors.InvalidBudget,
+        errors.QuotaExceeded,
         errors.BrokerUnavailable,
     ),
 )

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 from fastapi.responses import StreamingResponse
 
 from app import errors
-from app.api.deps import DbSession, Store
+from app.api.deps import ML, DbSession, Store
 from app.api.views import heads_out
 from app.schemas import HeadList, HeadOut
 from app.security import CurrentTenant
+from app.services import erasure
 from app.services import heads as head_service
 from app.services import speakers as speaker_service
 from storage.errors import ObjectNotFound
@@ -30,6 +31,24 @@ def list_heads(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> H
 def get_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadOut:
     head = head_service.get_head(db, tenant.id, head_id)
     return heads_out(db, [head])[0]
+
+
+@router.delete(
+    "/v1/heads/{head_id}",
+    status_code=status.HTTP_204_NO_CONTENT,
+    response_class=Response,
+    responses=errors.error_responses(errors.HeadNotFound, errors.HeadInUse),
+)
+def delete_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store, ml: ML) -> Response:
+    """Delete one head version: its row, then its artifact. Deleting the version in service puts back the newest
+    earlier version that was in service (and carries no erased data), else the speaker gets the base model (see
+    ``GET /v1/speakers/{id}``). The candidate of a running job is refused (409 ``head_in_use``): cancel the job."""
+    head = head_service.get_head(db, tenant.id, head_id)
+    key, _ = erasure.erase_head(db, head.id, head.speaker_id)
+    db.commit()
+    erasure.forget_heads(ml, [head.id])
+    erasure.delete_object(store, key)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get(

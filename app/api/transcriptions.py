@@ -1,11 +1,14 @@
 """Transcription with a speaker's promoted head (or a chosen version), or with the base model.
 
 The routes are plain ``def``: FastAPI runs them in its thread pool, so decoding and inference never block the
-event loop. The foundation is loaded on first use, once (``HRAMLService``).
+event loop. The foundation is loaded on first use, once (``HRAMLService``). Recordings longer than one Whisper
+window are split by voice activity and transcribed in batches (``app.services.longform``); the text is the
+segments' text joined (``POST /v1/audio/transcriptions`` returns the segments too).
 """
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import Annotated
 
@@ -14,10 +17,11 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
-from app.ml import IncompatibleHead, MLService, ModelUnavailable
+from app.ml import HeadRef, MLService
 from app.schemas import TranscriptionOut
 from app.security import CurrentTenant
 from app.services import heads as head_service
+from app.services import longform
 from app.services import speakers as speaker_service
 from app.services.audio import decode_checked
 from app.settings import Settings
@@ -26,22 +30,20 @@ from storage.errors import ObjectNotFound
 router = APIRouter(tags=["transcriptions"])
 
 _AUDIO_ERRORS = (
+    errors.MalformedBody,
     errors.PayloadTooLarge,
     errors.InvalidAudio,
     errors.EmptyAudio,
     errors.AudioTooLong,
+    errors.UnsupportedSampleRate,
+    errors.TooManyChannels,
     errors.FoundationUnavailable,
 )
 
 
-def _transcribe(ml: MLService, settings: Settings, data: bytes, head: bytes | None) -> str:
-    decoded = decode_checked(ml, data, settings)
-    try:
-        return ml.transcribe([decoded.waveform], [head])[0]
-    except ModelUnavailable as exc:
-        raise errors.FoundationUnavailable(str(exc)) from exc
-    except IncompatibleHead as exc:
-        raise errors.HeadNotUsable(str(exc)) from exc
+def _transcribe(ml: MLService, settings: Settings, data: bytes, head: HeadRef | None) -> str:
+    decoded = decode_checked(ml, data, settings, max_seconds=settings.max_transcription_seconds)
+    return longform.join_text(longform.transcribe(ml, decoded.waveform, settings, head))
 
 
 @router.post(
@@ -52,7 +54,7 @@ def _transcribe(ml: MLService, settings: Settings, data: bytes, head: bytes | No
 )
 def transcribe_for_speaker(
     speaker_id: uuid.UUID,
-    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3, at most 30 s.")],
+    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3 (long recordings are split at pauses).")],
     tenant: CurrentTenant,
     db: DbSession,
     store: Store,
@@ -72,23 +74,23 @@ def transcribe_for_speaker(
         head = head_service.in_service_head(db, speaker.id)
     used_id, object_key = (head.id, head.object_key) if head is not None else (None, None)
     db.rollback()  # end the read transaction: inference may take a while
-    data = read_upload(audio, settings.max_upload_bytes)
-    artifact = None
-    if object_key is not None:
-        try:
-            artifact = store.get(object_key)
-        except ObjectNotFound as exc:
-            raise errors.ArtifactNotFound() from exc
-    return TranscriptionOut(text=_transcribe(ml, settings, data, artifact), head_id=used_id)
+    data = read_upload(audio, settings.max_transcription_upload_bytes)
+    # The artifact is fetched from the store only when the ML service has not parsed this head id already.
+    head_ref = None if object_key is None else HeadRef(str(used_id), functools.partial(store.get, object_key))
+    try:
+        text = _transcribe(ml, settings, data, head_ref)
+    except ObjectNotFound as exc:
+        raise errors.ArtifactNotFound() from exc
+    return TranscriptionOut(text=text, head_id=used_id)
 
 
 @router.post("/v1/transcriptions", responses=errors.error_responses(*_AUDIO_ERRORS))
 def transcribe_base(
-    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3, at most 30 s.")],
+    audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3 (long recordings are split at pauses).")],
     tenant: CurrentTenant,
     ml: ML,
     settings: AppSettings,
 ) -> TranscriptionOut:
     """Transcribe with the base model as served (no head)."""
-    data = read_upload(audio, settings.max_upload_bytes)
+    data = read_upload(audio, settings.max_transcription_upload_bytes)
     return TranscriptionOut(text=_transcribe(ml, settings, data, None), head_id=None)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 from fastapi import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import EmptyAudio, PayloadTooLarge, error_json
+from app.errors import EmptyAudio, PayloadTooLarge, error_json, is_openai_path, openai_error_json
 
 CHUNK = 1024 * 1024
 MULTIPART_OVERHEAD = 256 * 1024  # room for the other form fields and part headers
+# The routes that transcribe (long recordings): their uploads are limited by ``max_transcription_upload_bytes``.
+TRANSCRIPTION_PATHS = re.compile(r"/v1/(audio/transcriptions|transcriptions|speakers/[^/]+/transcriptions)")
 
 
 def read_upload(upload: UploadFile, limit: int) -> bytes:
@@ -27,24 +32,33 @@ def read_upload(upload: UploadFile, limit: int) -> bytes:
 
 
 class BodySizeLimit:
-    """Reject a request whose declared Content-Length exceeds the limit before its body is read or spooled."""
+    """Reject a request whose declared Content-Length exceeds the limit before its body is read or spooled.
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    ``path_limits``: (path pattern, limit) pairs for routes with their own limit (the transcription routes accept
+    long recordings); the first pattern that matches the whole path wins, else ``max_body_bytes``."""
+
+    def __init__(
+        self, app: ASGIApp, max_body_bytes: int, path_limits: Sequence[tuple[re.Pattern[str], int]] = ()
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.path_limits = tuple(path_limits)
+
+    def limit_for(self, path: str) -> int:
+        return next((limit for pattern, limit in self.path_limits if pattern.fullmatch(path)), self.max_body_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self.limit_for(scope.get("path", ""))
             for name, value in scope.get("headers", ()):
                 if name == b"content-length":
                     try:
                         declared = int(value)
                     except ValueError:
                         declared = 0
-                    if declared > self.max_body_bytes:
-                        response = error_json(
-                            413, PayloadTooLarge.code, f"request body larger than {self.max_body_bytes} bytes"
-                        )
+                    if declared > limit:
+                        render = openai_error_json if is_openai_path(scope.get("path", "")) else error_json
+                        response = render(413, PayloadTooLarge.code, f"request body larger than {limit} bytes")
                         await response(scope, receive, send)
                         return
                     break

@@ -15,7 +15,7 @@ def get_head(db: Session, tenant_id: uuid.UUID, head_id: uuid.UUID) -> Head:
     head = db.scalar(
         select(Head)
         .join(Speaker, Speaker.id == Head.speaker_id)
-        .where(Head.id == head_id, Speaker.tenant_id == tenant_id)
+        .where(Head.id == head_id, Speaker.tenant_id == tenant_id, Speaker.deleted_at.is_(None))
     )
     if head is None:
         raise errors.HeadNotFound()

@@ -1,31 +1,42 @@
-"""Speakers: creation, tenant-scoped lookup and listing, batched summaries, and erasure (objects first, then rows)."""
+"""Speakers: creation, tenant-scoped lookup and listing, batched summaries, the erasure tombstone and row lock.
+
+A speaker being deleted carries a tombstone (``deleted_at``) from the first step of its erasure until its rows are
+gone (``app.services.erasure.erase_speaker``): every lookup here treats it as missing, and ``lock_live_speaker``,
+which every write that adds to a speaker (an upload, a job) takes before it inserts, refuses it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, literal, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import SpeakerExists, SpeakerNotFound
+from app.services import quotas
+from app.settings import Settings
 from storage.models import (
     AdaptationJob,
-    Evaluation,
     Head,
     HeadStatus,
     Speaker,
     Split,
     Utterance,
+    UTCDateTime,
+    utcnow,
 )
-from storage.objects import ObjectStore, speaker_prefix
 
 
-def create_speaker(db: Session, tenant_id: uuid.UUID, external_id: str | None, display_name: str | None) -> Speaker:
+def create_speaker(
+    db: Session, settings: Settings, tenant_id: uuid.UUID, external_id: str | None, display_name: str | None
+) -> Speaker:
     """Flushes, does not commit. A duplicate ``external_id`` in the tenant raises ``SpeakerExists``; when a
     concurrent request caused it (the flush failed), the caller's transaction is unusable and the caller rolls
-    it back (the request's session dependency does)."""
+    it back (the request's session dependency does). Over the tenant's speaker quota: ``QuotaExceeded`` (429;
+    counted after the insert under the tenant's lock, held until the caller commits: ``app.services.quotas``), and
+    the caller rolls back."""
     if external_id is not None and db.scalar(
         select(Speaker.id).where(Speaker.tenant_id == tenant_id, Speaker.external_id == external_id)
     ):
@@ -36,18 +47,74 @@ def create_speaker(db: Session, tenant_id: uuid.UUID, external_id: str | None, d
         db.flush()
     except IntegrityError as exc:  # a concurrent request created the same external_id
         raise SpeakerExists(f"a speaker with external_id {external_id!r} already exists") from exc
+    quotas.check_speaker_added(db, settings, tenant_id)
     return speaker
 
 
-def get_speaker(db: Session, tenant_id: uuid.UUID, speaker_id: uuid.UUID, *, for_update: bool = False) -> Speaker:
-    """The tenant's speaker; another tenant's speaker is indistinguishable from a missing one."""
+def get_speaker(
+    db: Session,
+    tenant_id: uuid.UUID,
+    speaker_id: uuid.UUID,
+    *,
+    for_update: bool = False,
+    include_deleted: bool = False,
+) -> Speaker:
+    """The tenant's speaker; another tenant's speaker, or one being deleted, is indistinguishable from a missing
+    one. ``include_deleted``: also a tombstoned one (only a retried deletion needs it)."""
     query = select(Speaker).where(Speaker.id == speaker_id, Speaker.tenant_id == tenant_id)
+    if not include_deleted:
+        query = query.where(Speaker.deleted_at.is_(None))
     if for_update:
         query = query.with_for_update()
     speaker = db.scalar(query)
     if speaker is None:
         raise SpeakerNotFound()
     return speaker
+
+
+def lock_live_speaker(db: Session, speaker_id: uuid.UUID) -> None:
+    """Lock the speaker's row until the caller's transaction ends; ``SpeakerNotFound`` if it is tombstoned or gone.
+
+    A conditional ``UPDATE ... WHERE deleted_at IS NULL`` that changes nothing: on Postgres it takes the row lock
+    that the tombstone's own UPDATE waits for (a plain insert's foreign-key lock would not make it wait), on SQLite
+    it opens the write transaction. So an insert made after this either commits before the tombstone (and the
+    erasure deletes it) or sees the tombstone and is refused: nothing added to a speaker survives its deletion.
+    Flushes."""
+    result = db.execute(
+        update(Speaker)
+        .where(Speaker.id == speaker_id, Speaker.deleted_at.is_(None))
+        .values(deleted_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        raise SpeakerNotFound()
+
+
+def tombstone_speaker(db: Session, speaker_id: uuid.UUID) -> None:
+    """The first step of an erasure: mark the speaker deleted (kept if already marked) and drop its identifying
+    fields now (``external_id`` is free for a new speaker at once). Waits for a ``lock_live_speaker`` holder."""
+    db.execute(
+        update(Speaker)
+        .where(Speaker.id == speaker_id)
+        .values(
+            deleted_at=func.coalesce(Speaker.deleted_at, literal(utcnow(), UTCDateTime())),
+            external_id=None,
+            display_name=None,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.flush()
+
+
+def delete_speaker_rows(db: Session, speaker_id: uuid.UUID) -> None:
+    """The last step of an erasure: the utterance rows and the speaker's own row (jobs and heads first: see
+    ``app.services.jobs.erasure.delete_jobs_and_heads``). Flushes."""
+    for statement in (
+        delete(Utterance).where(Utterance.speaker_id == speaker_id),
+        delete(Speaker).where(Speaker.id == speaker_id),
+    ):
+        db.execute(statement.execution_options(synchronize_session=False))
+    db.flush()
 
 
 @dataclass(frozen=True)
@@ -64,7 +131,7 @@ def list_speakers(db: Session, tenant_id: uuid.UUID, limit: int, offset: int) ->
     return list(
         db.scalars(
             select(Speaker)
-            .where(Speaker.tenant_id == tenant_id)
+            .where(Speaker.tenant_id == tenant_id, Speaker.deleted_at.is_(None))
             .order_by(Speaker.created_at, Speaker.id)
             .limit(limit)
             .offset(offset)
@@ -104,22 +171,3 @@ def summarize_many(db: Session, speaker_ids: list[uuid.UUID]) -> dict[uuid.UUID,
         )
         for speaker_id in speaker_ids
     }
-
-
-def delete_speaker(db: Session, store: ObjectStore, speaker: Speaker) -> None:
-    """Erase the speaker's objects (audio, heads, reports), then its rows. Flushes; the caller commits.
-
-    Objects go first: if erasing them fails the rows remain and the request can be retried. A worker still
-    running a job of this speaker finds its job gone and stops (its own upload, if any, is deleted then).
-    """
-    store.delete_prefix(speaker_prefix(speaker.tenant_id, speaker.id))
-    job_ids = select(AdaptationJob.id).where(AdaptationJob.speaker_id == speaker.id)
-    for statement in (
-        delete(Evaluation).where(Evaluation.job_id.in_(job_ids)),
-        delete(AdaptationJob).where(AdaptationJob.speaker_id == speaker.id),
-        delete(Head).where(Head.speaker_id == speaker.id),
-        delete(Utterance).where(Utterance.speaker_id == speaker.id),
-        delete(Speaker).where(Speaker.id == speaker.id),
-    ):
-        db.execute(statement.execution_options(synchronize_session=False))
-    db.expunge(speaker)

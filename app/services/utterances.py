@@ -11,7 +11,9 @@ from sqlalchemy.orm import Session
 
 from app import errors
 from app.ml import MLService
+from app.services import quotas
 from app.services.audio import decode_checked
+from app.services.speakers import lock_live_speaker
 from app.settings import Settings
 from storage.models import Speaker, Split, Utterance
 from storage.objects import ObjectStore, utterance_key
@@ -61,11 +63,16 @@ def add_utterance(
     """Decode, check and store one utterance (blocking: call from a worker thread). Flushes, does not commit.
 
     The audio object is written before the row; if the caller's commit fails it must ``store.delete(row.object_key)``.
-    A speaker deleted meanwhile raises ``SpeakerNotFound`` (the object is deleted again); like after any failed
-    flush, the caller's transaction is then unusable and the caller rolls it back.
+    The row is inserted under the speaker's row lock (``lock_live_speaker``): a speaker deleted meanwhile, or being
+    deleted, raises ``SpeakerNotFound`` (the object is deleted again), so no upload outlives its speaker's erasure;
+    like after any failed flush, the caller's transaction is then unusable and the caller rolls it back.
+
+    Quotas (``app.services.quotas``): checked before decoding (a tenant already at a limit is refused cheaply) and
+    again, with the stored size, under the tenant's lock right before the insert (429 ``quota_exceeded``).
     """
     text = clean_transcript(transcript)
     chosen = parse_split(split)
+    quotas.check_new_utterance(db, settings, speaker, lock=False)
     decoded = decode_checked(ml, audio, settings, min_seconds=settings.min_utterance_seconds)
     flac = ml.encode_flac(decoded.waveform)
     digest = hashlib.sha256(flac).hexdigest()
@@ -83,9 +90,12 @@ def add_utterance(
         original_channels=decoded.original_channels,
         transcript=text,
         split=chosen or hashed_split(speaker.id, digest),
+        size_bytes=len(flac),
     )
-    db.add(utterance)
     try:
+        lock_live_speaker(db, speaker.id)
+        quotas.check_new_utterance(db, settings, speaker, len(flac))
+        db.add(utterance)
         db.flush()
     except IntegrityError as exc:  # the speaker was deleted while the audio was being processed
         store.delete(key)
@@ -101,3 +111,11 @@ def list_utterances(db: Session, speaker_id: uuid.UUID, split: Split | None = No
     if split is not None:
         query = query.where(Utterance.split == split)
     return list(db.scalars(query.order_by(Utterance.created_at, Utterance.id)))
+
+
+def get_utterance(db: Session, speaker_id: uuid.UUID, utterance_id: uuid.UUID) -> Utterance:
+    """The speaker's utterance (the caller looked the speaker up for its tenant); ``UtteranceNotFound`` otherwise."""
+    utterance = db.scalar(select(Utterance).where(Utterance.id == utterance_id, Utterance.speaker_id == speaker_id))
+    if utterance is None:
+        raise errors.UtteranceNotFound()
+    return utterance

@@ -17,9 +17,10 @@ Contract, the same for both backends (``tests/storage/test_objects.py`` runs it 
 - ``delete`` and ``delete_prefix`` are idempotent: deleting what is not there is not an error.
 - A prefix ends with ``/``, so that the prefix of speaker ``1`` never matches speaker ``10``.
 - Network, server (5xx) and disk failures raise ``ObjectStoreUnavailable`` (transient; retry with backoff).
+- ``list_objects`` gives each object's last-modified time (UTC): the orphan sweeper's age of an object.
 """
 
-from storage.objects.base import ObjectStore, ObjectStream
+from storage.objects.base import ObjectInfo, ObjectStore, ObjectStream
 from storage.objects.keys import (
     DEFAULT_CHUNK_SIZE,
     MAX_KEY_LENGTH,
@@ -38,6 +39,7 @@ __all__ = [
     "MAX_KEY_LENGTH",
     "LocalObjectStore",
     "MinioObjectStore",
+    "ObjectInfo",
     "ObjectStore",
     "ObjectStream",
     "head_key",

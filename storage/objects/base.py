@@ -3,9 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
 from storage.objects.keys import DEFAULT_CHUNK_SIZE, DEFAULT_CONTENT_TYPE
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """One listed object: its key, size and when it was last written (UTC, timezone-aware)."""
+
+    key: str
+    size: int
+    modified: datetime
 
 
 @runtime_checkable
@@ -31,6 +42,10 @@ class ObjectStore(Protocol):
 
     def list_keys(self, prefix: str) -> list[str]:
         """The keys under ``prefix`` (ending with ``/``), sorted."""
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        """The objects under ``prefix`` (ending with ``/``) with their size and last-modified time, in no set
+        order, as they are listed (the orphan sweeper's view of the store: ``app.services.housekeeping``)."""
 
     def ping(self) -> None:
         """Return if the store is usable, else raise ``ObjectStoreUnavailable`` (or ``ObjectStoreError``)."""

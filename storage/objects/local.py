@@ -7,10 +7,11 @@ import stat as stat_module
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from datetime import datetime, timezone
 from pathlib import Path
 
 from storage.errors import ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable
-from storage.objects.base import ObjectStream
+from storage.objects.base import ObjectInfo, ObjectStream
 from storage.objects.keys import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
@@ -146,6 +147,45 @@ class LocalObjectStore:
         except OSError as exc:
             raise ObjectStoreUnavailable(f"local object store {self.root}: cannot list {prefix}: {exc}") from exc
         return sorted(keys)
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        top = self._prefix_path(prefix)
+        try:
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                relative = Path(dirpath).relative_to(self.root).as_posix()
+                for name in filenames:
+                    if name.startswith("."):
+                        continue
+                    try:
+                        st = os.stat(os.path.join(dirpath, name))
+                    except FileNotFoundError:  # deleted since it was listed
+                        continue
+                    modified = datetime.fromtimestamp(st.st_mtime, timezone.utc)
+                    yield ObjectInfo(f"{relative}/{name}", st.st_size, modified)
+        except OSError as exc:
+            raise ObjectStoreUnavailable(f"local object store {self.root}: cannot list {prefix}: {exc}") from exc
+
+    def remove_stale_temporaries(self, prefix: str, older_than: datetime) -> int:
+        """Delete the temporary files of writes that never finished (a process killed inside ``put``) under
+        ``prefix``, last touched before ``older_than``; how many. S3 has no such leftovers (one PUT per object)."""
+        top = self._prefix_path(prefix)
+        cutoff = older_than.timestamp()
+        removed = 0
+        try:
+            for dirpath, dirnames, filenames in os.walk(top):
+                dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+                for name in filenames:
+                    if not name.startswith(_TEMP_PREFIX):
+                        continue
+                    path = os.path.join(dirpath, name)
+                    with suppress(FileNotFoundError):
+                        if os.stat(path).st_mtime < cutoff:
+                            os.unlink(path)
+                            removed += 1
+        except OSError as exc:
+            raise ObjectStoreUnavailable(f"local object store {self.root}: cannot sweep {prefix}: {exc}") from exc
+        return removed
 
     def ping(self) -> None:
         if not self.root.is_dir() or not os.access(self.root, os.W_OK | os.X_OK):

@@ -7,6 +7,7 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timezone
 from typing import TypeVar
 from urllib.parse import urlsplit
 
@@ -16,7 +17,7 @@ from minio.deleteobjects import DeleteObject
 from minio.error import InvalidResponseError, MinioException, S3Error, ServerError
 
 from storage.errors import ObjectNotFound, ObjectStoreError, ObjectStoreUnavailable
-from storage.objects.base import ObjectStream
+from storage.objects.base import ObjectInfo, ObjectStream
 from storage.objects.keys import (
     DEFAULT_CHUNK_SIZE,
     DEFAULT_CONTENT_TYPE,
@@ -191,6 +192,20 @@ class MinioObjectStore:
                 )
         except ObjectNotFound:  # no bucket yet: nothing under any prefix
             return []
+
+    def list_objects(self, prefix: str) -> Iterator[ObjectInfo]:
+        validate_prefix(prefix)
+        listing = self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+        try:
+            with self._s3_errors(prefix):
+                for obj in listing:
+                    if obj.object_name and obj.last_modified is not None:
+                        modified = obj.last_modified
+                        if modified.tzinfo is None:
+                            modified = modified.replace(tzinfo=timezone.utc)
+                        yield ObjectInfo(obj.object_name, int(obj.size or 0), modified)
+        except ObjectNotFound:  # no bucket yet: nothing under any prefix
+            return
 
     def ping(self) -> None:
         self._bucket_ready = False  # a probe checks for real, and recreates a bucket removed behind our back

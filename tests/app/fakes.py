@@ -21,7 +21,9 @@ import numpy as np
 import soundfile as sf
 
 from app.ml import (
+    AudioTooLongForModel,
     DecodedAudio,
+    HeadInput,
     IncompatibleHead,
     InvalidAudio,
     ModelUnavailable,
@@ -29,6 +31,7 @@ from app.ml import (
     TrainingProgress,
     TrainingRequest,
     TrainingStopped,
+    head_artifact,
 )
 from app.services.queue import QueueUnavailable
 
@@ -43,6 +46,19 @@ def tone(seconds: float = 1.0, freq: float = 440.0, rate: int = SAMPLE_RATE, cha
     data = np.stack([mono] * channels, axis=1) if channels > 1 else mono
     buf = io.BytesIO()
     sf.write(buf, data, rate, format=fmt, subtype="PCM_16")
+    return buf.getvalue()
+
+
+def bursts(seconds: list[float], gap: float = 1.0, rate: int = SAMPLE_RATE, freq: float = 300.0) -> bytes:
+    """WAV bytes: tone bursts of the given lengths (distinct pitches), each after ``gap`` seconds of silence, and a
+    last ``gap`` of silence (a stand-in for speech with pauses, for the energy voice activity detector)."""
+    silence = np.zeros(int(gap * rate), dtype=np.float32)
+    parts = []
+    for i, length in enumerate(seconds):
+        t = np.arange(int(length * rate)) / rate
+        parts += [silence, (0.3 * np.sin(2 * np.pi * (freq + 50 * i) * t)).astype(np.float32)]
+    buf = io.BytesIO()
+    sf.write(buf, np.concatenate(parts + [silence]), rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 
@@ -95,7 +111,7 @@ class FakeML:
 
     # ---- MLService ----
 
-    def decode_audio(self, data: bytes) -> DecodedAudio:
+    def decode_audio(self, data: bytes, max_seconds: float | None = None) -> DecodedAudio:
         try:
             samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
         except Exception as exc:  # soundfile raises several types for garbage
@@ -106,6 +122,8 @@ class FakeML:
         if rate != SAMPLE_RATE:  # good enough for a fake: nearest-sample resampling
             idx = np.minimum((np.arange(int(len(mono) * SAMPLE_RATE / rate)) * rate / SAMPLE_RATE).astype(int), len(mono) - 1)
             mono = mono[idx]
+        if max_seconds is not None and len(mono) > max_seconds * SAMPLE_RATE:
+            raise AudioTooLongForModel(f"the audio is longer than {max_seconds:g} s")
         return DecodedAudio(mono, len(mono) / SAMPLE_RATE, int(rate), int(samples.shape[1]))
 
     def encode_flac(self, waveform: Any) -> bytes:
@@ -121,11 +139,11 @@ class FakeML:
         if not self.available:
             raise ModelUnavailable("the fake foundation is switched off")
 
-    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[bytes | None]) -> list[str]:
+    def transcribe(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[str]:
         self._check()
         self.transcribe_calls += 1
         out = []
-        for waveform, head in zip(waveforms, heads, strict=True):
+        for waveform, head in zip(waveforms, [head_artifact(h) for h in heads], strict=True):
             if head is None:
                 quality = self.base_quality
             else:
@@ -186,6 +204,12 @@ class FakeML:
 
     def warm_up(self) -> None:
         self._check()
+
+    def cache_stats(self) -> dict:
+        return {"hits": 0, "misses": 0, "evictions": 0, "entries": 0, "bytes": 0, "max_bytes": 0}
+
+    def evict(self, head_id: Any) -> bool:
+        return False
 
 
 @dataclass

@@ -49,6 +49,14 @@ def make_settings(tmp_path: Path, database_url: str, **overrides) -> Settings:
         max_upload_bytes=400_000,
         max_utterance_seconds=5.0,
         min_utterance_seconds=0.3,
+        # Transcriptions: small limits, and long-form chunking that synthetic tones exercise (energy VAD; chunks
+        # of at most 3 s for recordings over 4 s).
+        max_transcription_seconds=20.0,
+        max_transcription_upload_bytes=1_000_000,
+        vad="energy",
+        longform_single_pass_seconds=4.0,
+        longform_chunk_seconds=3.0,
+        longform_batch_size=2,
         job_stale_after_seconds=60.0,
         task_max_attempts=3,
         train_queue="train",

@@ -85,41 +85,66 @@ def alive(pid: int) -> bool:
     return status.exists() and "State:\tZ" not in status.read_text()
 
 
-@pytest.fixture
-def embedded(tmp_path):
-    port = free_port()
+def start_run(tmp_path: Path, port: int, *args: str, log_name: str = "run.log") -> tuple[subprocess.Popen, str, Path]:
+    """``hra run`` on ``tmp_path/var`` and ``port``, once its API answers /readyz."""
     env = {**os.environ, "HRA_VAR_DIR": str(tmp_path / "var"), "PORT": str(port)}
     env.pop("HRA_BOOTSTRAP_API_KEY", None)
-    log = (tmp_path / "run.log").open("w+")
+    log_path = tmp_path / log_name
+    log = log_path.open("w+")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app.cli", "run"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "app.cli", "run", *args], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True, text=True,
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        assert proc.poll() is None, (tmp_path / "run.log").read_text()
+        assert proc.poll() is None, log_path.read_text()
         try:
             if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                break
+                return proc, base, log_path
         except httpx.HTTPError:
             pass
         time.sleep(0.5)
-    else:
-        pytest.fail("hra run never became ready:\n" + (tmp_path / "run.log").read_text()[-4000:])
-    yield proc, base, tmp_path / "run.log"
+    pytest.fail("hra run never became ready:\n" + log_path.read_text()[-4000:])
+
+
+def kill_run(proc: subprocess.Popen) -> None:
+    children = children_of(proc.pid)
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGKILL)
-    for child in children_of(proc.pid):
-        os.kill(child, signal.SIGKILL)
+    for child in children:
+        if alive(child):
+            os.kill(child, signal.SIGKILL)
 
 
-def test_run_serves_with_a_fresh_key_and_stops_everything_on_sigterm(embedded):
+@pytest.fixture
+def embedded(tmp_path):
+    proc, base, log = start_run(tmp_path, free_port())
+    yield proc, base, log
+    kill_run(proc)
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+def child_running(parent: int, marker: str) -> int | None:
+    """The pid of the live child of ``parent`` whose command line contains ``marker``."""
+    return next((c for c in children_of(parent) if marker in cmdline(c) and alive(c)), None)
+
+
+def test_run_serves_with_a_key_it_keeps_and_stops_everything_on_sigterm(embedded, tmp_path):
     proc, base, log = embedded
     lines = log.read_text().splitlines()
     url_line = next(line for line in lines if line.startswith("HRA service: "))
     assert base in url_line
-    key = lines[lines.index(url_line) + 2].strip()
+    key_file = tmp_path / "var" / "api-key"
+    key = key_file.read_text().strip()
+    assert key in lines and lines.index(key) > lines.index(url_line)  # printed once, when minted
+    assert key_file.stat().st_mode & 0o777 == 0o600
     response = httpx.post(f"{base}/v1/speakers", json={}, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 201, response.text
     children = children_of(proc.pid)
@@ -128,13 +153,38 @@ def test_run_serves_with_a_fresh_key_and_stops_everything_on_sigterm(embedded):
     assert proc.wait(timeout=40) == 0
     assert not any(alive(c) for c in children)
 
+    # The next start serves the same key, and does not print it.
+    again, base, log2 = start_run(tmp_path, free_port(), log_name="run2.log")
+    try:
+        text = log2.read_text()
+        assert "API key unchanged: " + key[:12] in text and key not in text
+        assert httpx.get(f"{base}/v1/speakers", headers={"Authorization": f"Bearer {key}"}).status_code == 200
+    finally:
+        kill_run(again)
 
-def test_run_stops_when_a_child_dies(embedded):
-    proc, _, _ = embedded
-    children = children_of(proc.pid)
-    os.kill(children[0], signal.SIGKILL)
-    assert proc.wait(timeout=40) != 0
-    assert not any(alive(c) for c in children)
+
+def test_run_restarts_a_killed_worker_while_the_api_keeps_answering(embedded, tmp_path):
+    proc, base, log = embedded
+    key = (tmp_path / "var" / "api-key").read_text().strip()
+    headers = {"Authorization": f"Bearer {key}"}
+    old = child_running(proc.pid, "--queues=train")
+    assert old is not None, [cmdline(c) for c in children_of(proc.pid)]
+    api = child_running(proc.pid, " api ")
+    os.kill(old, signal.SIGKILL)
+    answers, new = [], None
+    deadline = time.monotonic() + 30
+    while new is None and time.monotonic() < deadline:
+        answers.append(httpx.get(f"{base}/healthz", timeout=5).status_code)
+        answers.append(httpx.get(f"{base}/v1/speakers", headers=headers, timeout=5).status_code)
+        new = next((c for c in children_of(proc.pid) if c != old and "--queues=train" in cmdline(c)), None)
+        time.sleep(0.1)
+    assert new is not None, log.read_text()[-3000:]
+    assert proc.poll() is None and child_running(proc.pid, " api ") == api  # the API was never restarted
+    assert set(answers) == {200} and len(answers) >= 4
+    assert "worker-train stopped (signal SIGKILL" in log.read_text()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=40) == 0
+    assert not alive(new) and not alive(api)
 
 
 def test_db_upgrade_migrates_the_database_the_settings_name(tmp_path):

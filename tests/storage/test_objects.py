@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -148,6 +149,18 @@ class TestContract:
         assert store.list_keys("p/") == ["p/a/1", "p/a/2", "p/z"]
         assert store.list_keys("empty/") == []
 
+    def test_list_objects_gives_size_and_last_modified_in_utc(self, store: ObjectStore) -> None:
+        before = datetime.now(timezone.utc) - timedelta(seconds=5)  # S3 keeps whole seconds
+        for key, data in (("p/z", b"12345"), ("p/a/1", b"1"), ("q/x", b"xx")):
+            store.put(key, data)
+        after = datetime.now(timezone.utc) + timedelta(seconds=5)
+        listed = {info.key: info for info in store.list_objects("p/")}
+        assert set(listed) == {"p/z", "p/a/1"}
+        assert (listed["p/z"].size, listed["p/a/1"].size) == (5, 1)
+        for info in listed.values():
+            assert info.modified.tzinfo is not None and before <= info.modified <= after
+        assert list(store.list_objects("empty/")) == []
+
     @pytest.mark.parametrize("prefix", ["", "t/s1", "/t/", "../", "t//"])
     def test_prefix_must_be_well_formed_and_end_with_slash(self, store: ObjectStore, prefix: str) -> None:
         with pytest.raises(InvalidObjectKey):
@@ -275,6 +288,18 @@ class TestLocalBackend:
         monkeypatch.undo()
         assert store.get("k/v") == b"old"
         assert sorted(p.name for p in (tmp_path / "k").iterdir()) == ["v"]
+
+    def test_stale_temporaries_of_an_interrupted_put_are_removed(self, tmp_path: Path) -> None:
+        store = LocalObjectStore(tmp_path)
+        store.put("t/s/kept", b"x")
+        old, young = tmp_path / "t" / "s" / ".tmp-old", tmp_path / "t" / "s" / ".tmp-young"
+        old.write_bytes(b"half")
+        young.write_bytes(b"half")
+        an_hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+        os.utime(old, (an_hour_ago.timestamp(), an_hour_ago.timestamp()))
+        assert [info.key for info in store.list_objects("t/")] == ["t/s/kept"]  # never listed as objects
+        assert store.remove_stale_temporaries("t/", an_hour_ago + timedelta(minutes=1)) == 1
+        assert not old.exists() and young.exists() and store.get("t/s/kept") == b"x"
 
     def test_a_key_that_needs_a_file_to_be_a_directory_is_refused(self, tmp_path: Path) -> None:
         store = LocalObjectStore(tmp_path)

@@ -9,7 +9,9 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app import errors
+from app.services import quotas
 from app.services.jobs.transitions import refresh, transition
+from app.services.speakers import lock_live_speaker
 from app.settings import Settings
 from storage.models import (
     ACTIVE_JOB_STATES,
@@ -26,7 +28,7 @@ def get_job(db: Session, tenant_id: uuid.UUID, job_id: uuid.UUID, *, for_update:
     query = (
         select(AdaptationJob)
         .join(Speaker, Speaker.id == AdaptationJob.speaker_id)
-        .where(AdaptationJob.id == job_id, Speaker.tenant_id == tenant_id)
+        .where(AdaptationJob.id == job_id, Speaker.tenant_id == tenant_id, Speaker.deleted_at.is_(None))
     )
     if for_update:
         query = query.with_for_update(of=AdaptationJob)
@@ -78,13 +80,16 @@ def create_job(
 
     The unique ``active_speaker_id`` column makes "one active job per speaker" hold under concurrency: the
     loser of a race gets an ``IntegrityError``, turned into ``JobAlreadyActive`` (409); the request's boundary
-    rolls the session back.
+    rolls the session back. The tenant's quotas (active jobs, daily training seconds, stored bytes) are checked
+    under the tenant's lock (``app.services.quotas``): ``QuotaExceeded`` (429).
     """
     budget = training_budget(settings, max_train_seconds, max_epochs)
+    lock_live_speaker(db, speaker.id)  # a speaker being deleted gets no new job (its erasure takes the same lock)
     check_enough_data(db, settings, speaker.id)
     existing = active_job_id(db, speaker.id)
     if existing is not None:
         raise errors.JobAlreadyActive(f"job {existing} of this speaker is still active")
+    quotas.check_new_job(db, settings, speaker.tenant_id, budget["max_train_seconds"])
     job = AdaptationJob(
         speaker_id=speaker.id,
         head_type=head_type,

@@ -37,14 +37,36 @@ class Claim:
 
 
 def claim_training(
-    db: Session, job_id: uuid.UUID, *, redelivered: bool, max_attempts: int, stale_after_s: float
+    db: Session,
+    job_id: uuid.UUID,
+    *,
+    redelivered: bool,
+    max_attempts: int,
+    stale_after_s: float,
+    resume_attempt: int | None = None,
 ) -> Claim:
     """``queued -> training`` with attempts + 1; a job already ``training`` is restarted only when its task was
-    redelivered or its run went silent (the previous worker died); past ``max_attempts`` it fails."""
+    redelivered or its run went silent (the previous worker died); past ``max_attempts`` it fails.
+
+    ``resume_attempt``: the attempt this same delivery claimed before it stopped on a transient error (database or
+    object store down). A job still ``training`` at that attempt was taken over by no one (a takeover counts an
+    attempt, the reaper changes the state), so the run resumes it without counting another."""
     job = db.get(AdaptationJob, job_id)
     if job is None:
         return Claim("noop", "job does not exist (deleted?)")
     now = utcnow()
+    if resume_attempt is not None and job.state is JobState.training and job.attempts == resume_attempt:
+        resumed = db.execute(
+            update(AdaptationJob)
+            .where(AdaptationJob.id == job_id, AdaptationJob.state == JobState.training,
+                   AdaptationJob.attempts == resume_attempt)
+            .values(heartbeat_at=now, updated_at=now, progress=0.0, step=None, total_steps=None, loss=None)
+            .execution_options(synchronize_session=False)
+        )
+        if resumed.rowcount == 1:
+            logger.info("job %s: resuming attempt %d after a transient error", job_id, resume_attempt)
+            return Claim("claimed", "resumed", attempt=resume_attempt)
+        return Claim("noop", "the job changed while its run was resuming")
     if job.state is JobState.training:
         if not redelivered and not is_stale(job, now, stale_after_s):
             return Claim("noop", "duplicate delivery: a live run owns this job")

@@ -6,7 +6,7 @@ import uuid
 
 from tests.app.api.test_heads import promote_a_head
 from tests.app.conftest import assert_error
-from tests.app.fakes import tone
+from tests.app.fakes import bursts, tone
 
 SAID = "good morning to you all"
 
@@ -51,9 +51,15 @@ class TestTranscribeForSpeaker:
         response = post(client, f"/v1/speakers/{seeded.speaker_id}/transcriptions", b"garbage" * 30)
         assert_error(response, 422, "invalid_audio")
 
-    def test_too_long_audio_is_422(self, client, seeded):
-        response = post(client, f"/v1/speakers/{seeded.speaker_id}/transcriptions", tone(6.0, rate=8000))
+    def test_audio_over_the_transcription_limit_is_422(self, client, seeded):
+        response = post(client, f"/v1/speakers/{seeded.speaker_id}/transcriptions", tone(21.0, rate=8000))
         assert_error(response, 422, "audio_too_long")
+
+    def test_long_audio_is_transcribed_in_chunks(self, client, seeded, ml):
+        audio = bursts([1.5, 2.0, 1.0], gap=1.0)  # 8.5 s: over the single-pass limit of the test settings
+        body = post(client, f"/v1/speakers/{seeded.speaker_id}/transcriptions", audio).json()
+        assert body == {"text": " ".join(["unknown speech zzz"] * 3), "head_id": None}
+        assert ml.transcribe_calls == 2  # 3 chunks: batches of 1, then 2
 
     def test_malformed_head_id_is_422(self, client, seeded):
         response = post(client, f"/v1/speakers/{seeded.speaker_id}/transcriptions", tone(1.0), head_id="v1")

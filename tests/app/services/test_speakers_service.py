@@ -25,7 +25,7 @@ def test_a_concurrent_duplicate_is_speaker_exists_and_the_caller_ends_the_transa
     with services.session_factory() as db:
         event.listen(db, "before_flush", concurrent_request, once=True)
         with pytest.raises(errors.SpeakerExists):
-            create_speaker(db, tenant_id, "alice", None)
+            create_speaker(db, services.settings, tenant_id, "alice", None)
         assert db.in_transaction()  # not rolled back behind the caller's back
         db.rollback()  # the caller's (the request boundary's) job
         assert db.scalar(select(func.count()).select_from(Speaker).where(Speaker.external_id == "alice")) == 1
