@@ -7,10 +7,12 @@ STAMP := $(VENV)/.installed
 DEBIAN_PACKAGES := espeak-ng flite festival festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts sox libsox-fmt-all
 # The browser test of the enrollment page (tests/web): Debian's Chromium and its ChromeDriver; never for `make run`.
 BROWSER_PACKAGES := chromium chromium-driver
+# The README's examples, which tests/docs runs, use curl and jq (sox comes with DEBIAN_PACKAGES).
+DOCS_TEST_PACKAGES := curl jq
 AXE := tests/web/node_modules/axe-core/axe.min.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline corpus clean
+.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline corpus reliability clean
 
 run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
 	$(BIN)/hra run
@@ -31,7 +33,7 @@ debian-deps:
 # Only `make test` needs these: Chromium and ChromeDriver from Debian (no browser download), and axe-core, pinned in
 # tests/web/package-lock.json, for the accessibility check the browser test runs in the page.
 web-test-deps: $(AXE)
-	@missing=""; for p in $(BROWSER_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(BROWSER_PACKAGES) $(DOCS_TEST_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages:$$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
@@ -56,6 +58,13 @@ bench-foundation: deps ## the foundation benchmark: table, JSON under benchmarks
 # The headline grid over all 19 new-speaker voices on two cores (about 75 minutes); see the script's header.
 bench-foundation-headline: deps ## headline grid in two lanes -> benchmarks/results/foundation.json
 	PY=$(BIN)/python sh benchmarks/foundation_headline.sh
+
+# Fault injection and load (benchmarks/reliability.py; not part of `make test`, whose tests/reliability runs one trial
+# of each): kill -9 of each process TRIALS times (default 20), 50 clients for 60 s; needs the test services (PostgreSQL,
+# Redis). A table, benchmarks/results/reliability.json, one JSON line last. About 17 minutes on two busy cores.
+TRIALS ?= 20
+reliability: deps ## fault-injection report: kill -9 trials and a bounded load -> benchmarks/results/reliability.json
+	TRIALS=$(TRIALS) $(BIN)/python -m benchmarks.reliability $(RELIABILITY_ARGS)
 
 clean:
 	rm -rf var .pytest_cache

@@ -10,7 +10,10 @@ from app.settings import Settings
 
 def cmd_objects_sweep(args: argparse.Namespace, settings: Settings) -> int:
     from app.container import build_services
-    from app.services.housekeeping import finish_interrupted_erasures, sweep_orphan_objects
+    from app.services.housekeeping import (
+        finish_interrupted_erasures,
+        sweep_orphan_objects,
+    )
 
     services = build_services(settings)
     finished = [] if args.dry_run else finish_interrupted_erasures(services)

@@ -15,7 +15,8 @@ Scenarios (each trial audited as tests/reliability/harness.py says; an unexpecte
 
 * ``kill -9 train worker``: at a random training step (the last one reaches into storing the head); the worker
   is started again, as ``hra run``'s supervisor does. Latency: job created -> terminal.
-* ``kill -9 eval worker``: 0-2 s into an evaluation (transcriptions, report, decision). Latency as above.
+* ``kill -9 eval worker``: 0-2.1 s into an evaluation (its two transcription calls of 1 s, then the report and
+  the decision; a kill may also land just after the decision). Latency as above.
 * ``kill -9 API``: 6 clients uploading; the API is killed after 0.5-2 s and started again on the same port.
   Latency: per upload request (connection errors while it is down are counted apart).
 * ``load``: ``--clients`` concurrent clients over loopback for ``--load-seconds``: 40% upload utterances, 40%
@@ -24,7 +25,8 @@ Scenarios (each trial audited as tests/reliability/harness.py says; an unexpecte
 
 Columns: jobs lost (row gone) / stuck (not terminal after the trial), utterances lost (acknowledged 201 but no row,
 or not listed by the API), orphans (objects no row refers to) before -> after the sweeper, half rows (a row whose
-object is missing), 5xx responses, p50/p99 latency in seconds.
+object is missing), 5xx responses, connection errors (requests that got no response: expected while the API is
+killed; under load, see ``transport_errors`` in the JSON), p50/p99 latency in seconds.
 """
 
 from __future__ import annotations
@@ -36,14 +38,12 @@ import os
 import platform
 import random
 import select
-import statistics
 import subprocess
 import sys
 import time
 import traceback
 import uuid
-from dataclasses import asdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ def run_trials(name: str, trials: int, one_trial, latency_kind: str) -> dict[str
         "jobs": total.jobs,
         "jobs_promoted": total.jobs_promoted,
         "jobs_lost": total.jobs_lost,
-        "jobs_stuck": total.jobs_stuck + failures * (name.startswith("kill -9 t") or name.startswith("kill -9 e")),
+        "jobs_stuck": total.jobs_stuck + failures * name.startswith(("kill -9 train", "kill -9 eval")),
         "jobs_with_several_heads": total.jobs_with_several_heads,
         "double_promotions": total.double_promotions,
         "utterances_acked": total.utterances_acked,
@@ -174,6 +174,8 @@ def run_trials(name: str, trials: int, one_trial, latency_kind: str) -> dict[str
         "latency": latency_kind,
         "p50_s": percentile(latencies, 50),
         "p99_s": percentile(latencies, 99),
+        "killed_in": {state: sum(1 for d in details if d.get("killed_in") == state)
+                      for state in sorted({str(d.get("killed_in")) for d in details if "killed_in" in d})},
         "seconds": round(time.monotonic() - started, 1),
         "problems": total.problems,
         "details": details,
@@ -186,6 +188,7 @@ class Load:
     def __init__(self, stack: Stack, url: str, clients: int, seconds: float, rng: random.Random) -> None:
         self.stack, self.url, self.clients, self.seconds, self.rng = stack, url, clients, seconds, rng
         self.records: list[tuple[str, int, float]] = []  # kind, status (0: connection error), seconds
+        self.transport_errors: dict[str, int] = {}  # "kind: ExceptionType: message" -> count
         self.acked: list[uuid.UUID] = []
         self.jobs: list[uuid.UUID] = []
 
@@ -210,8 +213,10 @@ class Load:
         started = time.monotonic()
         try:
             response = await http.request(method, path, **kw)
-        except httpx.TransportError:
+        except httpx.TransportError as exc:
             self.records.append((kind, 0, time.monotonic() - started))
+            what = f"{kind}: {type(exc).__name__}: {str(exc)[:120]}"
+            self.transport_errors[what] = self.transport_errors.get(what, 0) + 1
             await asyncio.sleep(0.05)
             return None
         self.records.append((kind, response.status_code, time.monotonic() - started))
@@ -242,7 +247,7 @@ class Load:
         while time.monotonic() < deadline:
             r = await self._request(http, "adapt", "POST", f"/v1/speakers/{speaker_id}/adaptations",
                                     json={"head_type": "linear"})
-            if r is None or r.status_code != 201:
+            if r is None or r.status_code not in (201, 202):
                 await asyncio.sleep(0.5)
                 continue
             job_id = r.json()["id"]
@@ -318,6 +323,7 @@ def run_load(stack: Stack, url: str, clients: int, seconds: float, rng: random.R
         "requests": len(load.records),
         "requests_per_s": round(len(load.records) / (time.monotonic() - started), 1),
         "by_kind": by_kind,
+        "transport_errors": load.transport_errors,
         "seconds": round(time.monotonic() - started, 1),
         "problems": problems + result.problems + [f"utterance {u} acknowledged but not listed" for u in unlisted],
     }
@@ -332,13 +338,13 @@ def fmt(value: float | None) -> str:
 
 def table(rows: list[dict[str, Any]]) -> str:
     header = ["scenario", "trials", "jobs lost", "jobs stuck", "utterances lost", "orphans (before->after sweep)",
-              "half rows", "5xx", "p50 s", "p99 s", "latency of"]
+              "half rows", "5xx", "conn. errors", "p50 s", "p99 s", "latency of"]
     lines = [header]
     for r in rows:
         lines.append([
             r["scenario"], str(r["trials"]), str(r["jobs_lost"]), str(r["jobs_stuck"]), str(r["utterances_lost"]),
             f"{r['orphans_before_sweep']}->{r['orphans_after_sweep']}", str(r["half_rows"]), str(r["http_5xx"]),
-            fmt(r["p50_s"]), fmt(r["p99_s"]), r["latency"],
+            str(r["connection_errors"]), fmt(r["p50_s"]), fmt(r["p99_s"]), r["latency"],
         ])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     out = []
@@ -363,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     wanted = {s.strip() for s in args.scenarios.split(",") if s.strip()}
     rng = random.Random(args.seed)
     began = time.monotonic()
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S%z")
+    when = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S%z")
     workdir = REPO / "var" / "reliability" / uuid.uuid4().hex[:8]
     backends = Backends(args.store)
     rows: list[dict[str, Any]] = []

@@ -14,7 +14,9 @@ encoder output (``decoder="ctranslate2"``, ``hra.backbone.ct2_decoding``); it is
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +29,8 @@ from hra.errors import ControllerUnavailable
 from hra.adapter.artifacts import controller_to_bytes, load_controller
 from hra.adapter.controller import Controller
 from hra.adapter.heads import HeadConfig, make_head
+
+logger = logging.getLogger(__name__)
 
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 DEFAULT_CONTROLLER_PATH = ASSETS_DIR / "controller.safetensors"
@@ -198,11 +202,12 @@ def load_foundation(
 
     ``beam_size``: decoding's beam for heads and base alike (None: ``DecodingOptions``' default; 1: greedy).
     ``decoder``: "python" (the backbone's beam search) or "ctranslate2" (CTranslate2's, over the same encoder
-    output; ``ct2_options``: a ``hra.backbone.ct2_decoding.Ct2Options``); None: ``DEFAULT_DECODER``.
+    output; ``ct2_options``: a ``hra.backbone.ct2_decoding.Ct2Options``); None: ``DEFAULT_DECODER``. Without the
+    ctranslate2 package the Python decoder is used, with a warning (``Foundation.decoder_kind`` tells which runs).
     Decoding is not part of the fingerprint: a head decodes the same way under any beam and either decoder.
 
-    Raises ``BackboneUnavailable`` (wheel missing/altered, or ctranslate2 missing for its decoder) or
-    ``ControllerUnavailable`` (no controller file); ``ValueError`` for an unknown decoder.
+    Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file);
+    ``ValueError`` for an unknown decoder.
     """
     from hra.backbone.decoding import DecodingOptions
     from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
@@ -219,7 +224,14 @@ def load_foundation(
     controller = load_controller(path)
     options = BackboneOptions(decoding=DecodingOptions.with_beam(beam_size))
     backbone = load_whisper_tiny_en(device=str(device), options=options)
-    ct2_decoder = _ct2_decoder(backbone, ct2_options) if decoder == "ctranslate2" else None
+    ct2_decoder = None
+    if decoder == "ctranslate2":
+        if importlib.util.find_spec("ctranslate2") is None:
+            # Decoding is the same either way, only slower: a missing optional wheel must not take the service down.
+            logger.warning("the ctranslate2 decoder is selected but the ctranslate2 package is not installed: "
+                           "decoding with the Python beam search (same results, slower); pip install ctranslate2")
+        else:
+            ct2_decoder = _ct2_decoder(backbone, ct2_options)
     return Foundation.build(
         backbone,
         controller,

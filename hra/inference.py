@@ -69,7 +69,8 @@ def decode_encoded(
     options = getattr(getattr(backbone, "options", None), "decoding", None)
     if ct2 is None or decoder_hook is not None or options is None:
         if detailed:
-            return backbone.decode_detailed(encoder_out, durations_s, frames, decoder_hook)  # type: ignore[attr-defined]
+            detailed_decode = backbone.decode_detailed  # type: ignore[attr-defined]
+            return detailed_decode(encoder_out, durations_s, frames, decoder_hook)
         return backbone.decode(encoder_out, durations_s, frames=frames, decoder_hook=decoder_hook)
 
     def python_decode(rows: list[int]):

@@ -159,7 +159,7 @@ def finish_interrupted_erasures(
                 continue
             try:
                 erase_speaker(db, services.object_store, speaker)
-            except Exception:  # noqa: BLE001 - the next pass retries; the others go on
+            except Exception:
                 db.rollback()
                 logger.exception("housekeeping: could not finish the erasure of speaker %s", speaker_id)
                 continue

@@ -8,7 +8,9 @@ faster-whisper (int8, beam 5, the wheel's model directory, ``cpu_threads`` = thr
 Sets: the 16 real recordings (base in the 30-s window; the shipped linear prior head in the head context) and a
 small pt-br accented synthetic speaker (``tests/fixtures/speaker_ptbr``: a linear head trained on its train split for
 ``--train-seconds``, scored on its eval split; the base too). Gate: CTranslate2's WER within 0.005 (absolute) of the
-Python decoder's on the real recordings (base, prior head) and the trained head (``GATE_SETS``). Also batched transcription (``hra.inference.transcribe``, batches of 16) per decoder.
+Python decoder's on the real recordings (base, prior head) and the trained head (``GATE_SETS``). Also batched
+transcription (``hra.inference.transcribe``, batches of 16) per decoder. Times: wall and CPU seconds of the process
+(one thread everywhere: on a shared machine CPU time is the steadier measure).
 
 Writes ``benchmarks/results/ct2_decoding.json``; the last line printed is one JSON object of headline numbers.
 """
@@ -64,7 +66,8 @@ def _decode_each(foundation_by_decoder: dict[str, Foundation], waves, heads) -> 
         for name, foundation in foundation_by_decoder.items():
             start, cpu = time.perf_counter(), time.process_time()
             with torch.inference_mode():
-                result = decode_encoded(foundation, backbone, encoder_out, duration, batch.frames, hook, detailed=True)[0]
+                result = decode_encoded(foundation, backbone, encoder_out, duration, batch.frames, hook,
+                                        detailed=True)[0]
             out[name]["decode_s"].append(time.perf_counter() - start)
             out[name]["decode_cpu_s"].append(time.process_time() - cpu)
             out[name]["texts"].append(result.text)
@@ -163,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
             total_cpu = sum(each["encode_cpu_s"]) + sum(res["decode_cpu_s"])
             d = {"wer": round(wer, 4), "decode_s_per_utt": _mean(res["decode_s"]),
                  "decode_cpu_s_per_utt": _mean(res["decode_cpu_s"]),
-                 "total_s_per_utt": round(total / len(waves), 4), "total_cpu_s_per_utt": round(total_cpu / len(waves), 4),
+                 "total_s_per_utt": round(total / len(waves), 4),
+                 "total_cpu_s_per_utt": round(total_cpu / len(waves), 4),
                  "x_realtime": round(audio_s / total, 2), "x_realtime_cpu": round(audio_s / total_cpu, 2)}
             if dec != "python":
                 d["tokens_identical"] = sum(a == b for a, b in zip(res["tokens"], py["tokens"]))
@@ -188,10 +192,12 @@ def main(argv: list[str] | None = None) -> int:
             for label, opts in (("faster_whisper_int8", {}), ("faster_whisper_int8_no_fallback", {"temperature": 0.0})):
                 texts, seconds, cpu_seconds = _faster_whisper(fw_model, waves, **opts)
                 entry[label] = {"wer": round(score(refs, texts)["wer"], 4), "total_s_per_utt": _mean(seconds),
-                                "total_cpu_s_per_utt": _mean(cpu_seconds), "x_realtime": round(audio_s / sum(seconds), 2),
+                                "total_cpu_s_per_utt": _mean(cpu_seconds),
+                                "x_realtime": round(audio_s / sum(seconds), 2),
                                 "x_realtime_cpu": round(audio_s / sum(cpu_seconds), 2)}
         report["sets"][name] = entry
-        line = "  ".join(f"{dec} WER {d['wer']:.4f} dec {d['decode_s_per_utt']:.3f}s" for dec, d in entry["decoders"].items())
+        line = "  ".join(f"{dec} WER {d['wer']:.4f} dec {d['decode_s_per_utt']:.3f}s"
+                         for dec, d in entry["decoders"].items())
         print(f"{name:18s} enc {entry['encode_s_per_utt']:.3f}s  {line}", flush=True)
 
     report["gate_tolerance"] = GATE_TOLERANCE

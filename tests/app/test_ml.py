@@ -89,7 +89,7 @@ def test_the_beam_size_setting_reaches_the_foundation_loader(tmp_path, monkeypat
 
     calls = []
 
-    def fake_load_foundation(controller_path=None, device="cpu", beam_size=None):
+    def fake_load_foundation(controller_path=None, device="cpu", beam_size=None, decoder=None):
         calls.append(beam_size)
         return foundation
 

@@ -19,7 +19,8 @@ from tests.app.fakes import FakeML
 
 
 def run(config_path: str) -> int:
-    config = json.loads(open(config_path).read())
+    with open(config_path) as handle:
+        config = json.load(handle)
     settings = get_settings()
     services = Services(
         settings=settings,

@@ -44,7 +44,14 @@ from app.services.queue import CeleryTaskQueue, create_celery_app
 from app.settings import Settings
 from storage.db import make_engine, make_session_factory
 from storage.errors import ObjectNotFound
-from storage.models import AdaptationJob, Evaluation, Head, HeadStatus, JobState, Utterance
+from storage.models import (
+    AdaptationJob,
+    Evaluation,
+    Head,
+    HeadStatus,
+    JobState,
+    Utterance,
+)
 from storage.objects import LocalObjectStore
 from tests.app.fakes import FakeML, tone
 from tests.app.support import SENTENCES, create_job, make_settings, seed_speaker
@@ -440,7 +447,7 @@ class TrialResult:
 
 
 def start_workers(stack: Stack, *, train_steps: int = 10, step_sleep_s: float = 0.3,
-                  transcribe_sleep_s: float = 0.7) -> None:
+                  transcribe_sleep_s: float = 1.0) -> None:
     """One train worker and one eval worker, as ``hra run`` has: training takes ``train_steps`` x
     ``step_sleep_s``, each transcription call of an evaluation ``transcribe_sleep_s`` (windows to kill in)."""
     for n in range(len(SENTENCES)):  # what seed_speaker's recordings say (the same tones for every speaker)
@@ -497,13 +504,14 @@ def trial_kill_train_worker(stack: Stack, rng: random.Random, timeout_s: float =
 
 def trial_kill_eval_worker(stack: Stack, rng: random.Random, timeout_s: float = 120,
                            delay_s: float | None = None) -> TrialResult:
-    """``kill -9`` of the eval worker at a random moment of an evaluation (its transcriptions, or after them while
-    it writes the report and decides), then it is started again."""
+    """``kill -9`` of the eval worker at a random moment of an evaluation (its transcriptions: two calls, base and
+    candidate, of ``transcribe_sleep_s`` each; near the end, while it writes the report and decides), then it is
+    started again."""
     marker = stack.root / "evaluating.marker"
     marker.unlink(missing_ok=True)
     job_id, created = _new_job(stack, "kill-eval")
     stack.wait_for(marker.exists, 60, "the evaluation to start")
-    time.sleep(rng.uniform(0.0, 2.0) if delay_s is None else delay_s)
+    time.sleep(rng.uniform(0.0, 2.1) if delay_s is None else delay_s)
     killed_in = stack.job(job_id).state.value
     stack.kill("worker-eval")
     stack.restart("worker-eval")

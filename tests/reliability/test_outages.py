@@ -14,7 +14,15 @@ from sqlalchemy.engine import make_url
 from storage.models import JobState
 from tests.app.fakes import tone
 from tests.app.support import create_job, seed_speaker
-from tests.reliability.harness import STALE_AFTER_S, TERMINAL, Stack, TcpProxy, audit, stack_settings, start_workers
+from tests.reliability.harness import (
+    STALE_AFTER_S,
+    TERMINAL,
+    Stack,
+    TcpProxy,
+    audit,
+    stack_settings,
+    start_workers,
+)
 
 
 def training_marker_at_least(stack: Stack, step: int):

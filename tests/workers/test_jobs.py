@@ -174,6 +174,28 @@ class TestTraining:
             run_training(services, job_id)
         assert load_job(services, job_id).state is JobState.training  # the retry (redelivered) restarts it
 
+    def test_a_retry_resumes_its_own_attempt_but_never_one_taken_over(self, services, monkeypatch):
+        from workers.retry import Held
+
+        s = seed_speaker(services)
+        job_id = create_job(services, s.speaker_id)
+        real_get = services.object_store.get
+        monkeypatch.setattr(services.object_store, "get", lambda key: (_ for _ in ()).throw(ObjectStoreUnavailable("x")))
+        held = Held()
+        with pytest.raises(ObjectStoreUnavailable):
+            run_training(services, job_id, held=held)
+        assert held.attempt == 1
+        monkeypatch.setattr(services.object_store, "get", real_get)
+        # Another worker took the job over meanwhile (attempt 2, beating): the stale holder must not resume it.
+        set_job(services, job_id, attempts=2, heartbeat_at=utcnow())
+        assert run_training(services, job_id, held=held).action == "noop"
+        assert load_job(services, job_id).attempts == 2
+        # Its own attempt, untouched: resumed without counting another, and it completes.
+        set_job(services, job_id, attempts=1, heartbeat_at=utcnow())
+        assert run_training(services, job_id, held=held).action == "trained"
+        job = load_job(services, job_id)
+        assert job.state is JobState.evaluating and job.attempts == 1
+
 
 class TestEvaluation:
     def test_promotes_a_better_head_and_records_everything(self, services):

@@ -1,6 +1,6 @@
 """Housekeeping (app/services/housekeeping.py): orphan objects older than the grace are deleted, younger and
 referenced ones kept, on the local store and on S3 (moto); interrupted speaker erasures are finished; the workers'
-reaper thread and ``hra objects sweep`` run it."""
+reaper thread and ``hra objects sweep`` run it. The main cases run on (local store, SQLite) and (S3, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -16,10 +16,21 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from app.services.housekeeping import finish_interrupted_erasures, housekeep, sweep_orphan_objects
+from app.services.housekeeping import (
+    finish_interrupted_erasures,
+    housekeep,
+    sweep_orphan_objects,
+)
 from app.services.speakers import tombstone_speaker
 from storage.models import AdaptationJob, Head, Speaker, Utterance, utcnow
-from storage.objects import LocalObjectStore, MinioObjectStore, head_key, report_key, speaker_prefix, utterance_key
+from storage.objects import (
+    LocalObjectStore,
+    MinioObjectStore,
+    head_key,
+    report_key,
+    speaker_prefix,
+    utterance_key,
+)
 from tests.app.fakes import FakeML, RecordingQueue
 from tests.app.support import create_job, make_services, make_settings, seed_speaker
 from workers.evaluation import run_evaluation
@@ -29,11 +40,16 @@ from workers.training import run_training
 REPO = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(params=["local", "s3"])
-def services(request, tmp_path, app_sqlite_url):
-    settings = make_settings(tmp_path, app_sqlite_url)
+@pytest.fixture(params=["local-sqlite", "s3-postgres"])
+def services(request, tmp_path):
+    store, database = request.param.split("-")
+    if database == "sqlite":
+        url = request.getfixturevalue("app_sqlite_url")
+    else:
+        url = request.getfixturevalue("postgres_url_factory")()
+    settings = make_settings(tmp_path, url)
     services = make_services(settings, FakeML(), RecordingQueue())
-    if request.param == "s3":
+    if store == "s3":
         s3 = request.getfixturevalue("s3_endpoint")
         services.object_store = MinioObjectStore(
             s3["endpoint"], s3["access_key"], s3["secret_key"], request.getfixturevalue("s3_bucket"),
