@@ -29,6 +29,7 @@ from app.client.audio import audio_duration_s
 from app.client.config import resolve_config
 from app.client.enrollment import STATE_FILE, EnrollmentState, enroll, plan_enrollment
 from app.client.formats import FALLBACK_END_S, FORMATS, render
+from app.client.models import Head
 
 EXIT_ERROR, EXIT_USAGE, EXIT_REJECTED, EXIT_FAILED, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 REMOTE_VERBS = ("enroll", "adapt", "heads", "transcribe", "speakers")
@@ -121,18 +122,37 @@ def cmd_heads_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen_head(client: HRAClient, speaker_ref: str, version: int | None) -> Head:
+    """The speaker's head ``version``, or the one in service when ``version`` is None."""
+    heads = client.list_heads(client.resolve_speaker(speaker_ref).id)
+    if version is not None:
+        chosen = next((h for h in heads if h.version == version), None)
+        missing = f"speaker {speaker_ref} has no head version {version}"
+    else:
+        chosen = next((h for h in heads if h.status == "in_service"), None)
+        missing = f"speaker {speaker_ref} has no head in service (pick one with --version)"
+    if chosen is None:
+        raise errors.NotFound(404, "head_not_found", missing)
+    return chosen
+
+
+def cmd_heads_rollback(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        head = client.promote_head(_chosen_head(client, args.speaker, args.version).id, args.reason)
+    print(f"version {head.version} of {args.speaker} is in service")
+    return 0
+
+
+def cmd_heads_retire(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        head = client.retire_head(_chosen_head(client, args.speaker, None).id, args.reason)
+    print(f"version {head.version} of {args.speaker} is out of service; the speaker gets the base model")
+    return 0
+
+
 def cmd_heads_download(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        speaker = client.resolve_speaker(args.speaker)
-        heads = client.list_heads(speaker.id)
-        if args.version is not None:
-            chosen = next((h for h in heads if h.version == args.version), None)
-            missing = f"speaker {args.speaker} has no head version {args.version}"
-        else:
-            chosen = next((h for h in heads if h.status == "in_service"), None)
-            missing = f"speaker {args.speaker} has no head in service (pick one with --version)"
-        if chosen is None:
-            raise errors.NotFound(404, "head_not_found", missing)
+        chosen = _chosen_head(client, args.speaker, args.version)
         path = client.download_head(chosen.id, args.output or Path.cwd())
     print(path)
     return 0
@@ -240,6 +260,18 @@ def add_remote_verbs(sub: argparse._SubParsersAction) -> None:
     download.add_argument("speaker")
     download.add_argument("--version", type=int, default=None, help="default: the head in service")
     download.add_argument("-o", "--output", default=None, help="file or directory (default: current directory)")
+
+    rollback = _remote(heads_sub.add_parser(
+        "rollback", parents=[server], help="put an earlier version in service (recorded with the reason)"
+    ), cmd_heads_rollback)
+    rollback.add_argument("speaker")
+    rollback.add_argument("--version", type=int, required=True, help="the version to put in service")
+    rollback.add_argument("--reason", required=True, help="why (kept with the change, with who asked)")
+    retire = _remote(heads_sub.add_parser(
+        "retire", parents=[server], help="take the version in service out (back to the base model)"
+    ), cmd_heads_retire)
+    retire.add_argument("speaker")
+    retire.add_argument("--reason", required=True, help="why (kept with the change, with who asked)")
 
     transcribe = _remote(sub.add_parser("transcribe", parents=[server], help="transcribe a file"), cmd_transcribe)
     transcribe.add_argument("file")

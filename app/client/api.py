@@ -254,6 +254,14 @@ class HRAClient:
     def get_head(self, head_id: str) -> Head:
         return Head.model_validate(self._json("GET", f"/v1/heads/{head_id}"))
 
+    def promote_head(self, head_id: str, reason: str) -> Head:
+        """Put this version in service (roll back to a retired one, or override the gate); recorded with ``reason``."""
+        return Head.model_validate(self._json("POST", f"/v1/heads/{head_id}/promote", json={"reason": reason})["head"])
+
+    def retire_head(self, head_id: str, reason: str) -> Head:
+        """Take the version in service out of service (the speaker falls back to the base model)."""
+        return Head.model_validate(self._json("POST", f"/v1/heads/{head_id}/retire", json={"reason": reason})["head"])
+
     def download_head(self, head_id: str, destination: str | Path) -> Path:
         """Save the head's safetensors file at ``destination`` (a directory, or a path ending in "/": under the
         server's file name).

@@ -88,6 +88,11 @@ class Unprocessable(ApiError):
     """422: a request the server understood but refuses (``invalid_audio``, ``not_enough_data``, ...)."""
 
 
+class QuotaExceeded(ApiError):
+    """429 ``quota_exceeded``: a per-tenant limit (speakers, utterances, stored bytes, jobs, training seconds);
+    the message names the limit and the usage."""
+
+
 class ServerError(ApiError):
     """5xx: the server's fault; retrying later may help."""
 
@@ -104,6 +109,7 @@ _CLASS_BY_STATUS: dict[int, type[ApiError]] = {
     409: Conflict,
     413: PayloadTooLarge,
     422: Unprocessable,
+    429: QuotaExceeded,
     503: ServiceUnavailable,
 }
 

@@ -315,3 +315,25 @@ def test_adapt_waits_with_progress_then_heads_and_transcribe_use_the_promoted_he
     vtt = hra(live, "transcribe", str(sample), "--speaker", "bo", "--format", "vtt")
     assert vtt.stdout == f"WEBVTT\n\n00:00:00.000 --> 00:00:00.700\n{SENTENCES[1]}\n"
     assert sf.info(str(sample)).duration == pytest.approx(0.7)
+
+    retired = hra(live, "heads", "retire", "bo", "--reason", "cli test: back to the base")
+    assert retired.returncode == 0, retired.stderr
+    assert hra(live, "transcribe", str(sample), "--speaker", "bo").stdout == "the weather zzz zzz zzz\n"
+    assert hra(live, "heads", "list", "bo").stdout.splitlines()[1].split()[:2] == ["v1", "retired"]
+    rolled = hra(live, "heads", "rollback", "bo", "--version", "1", "--reason", "cli test: v1 again")
+    assert rolled.returncode == 0 and "version 1 of bo is in service" in rolled.stdout, rolled.stderr
+    assert hra(live, "transcribe", str(sample), "--speaker", "bo").stdout == f"{SENTENCES[1]}\n"
+    assert hra(live, "heads", "rollback", "bo", "--reason", "no version").returncode == 2  # --version is required
+
+
+def test_a_quota_answer_is_a_typed_quota_error():
+    import httpx
+
+    from app.client.api import HRAClient
+
+    body = {"error": {"code": "quota_exceeded", "message": "speakers quota: limit 3, in use 3", "quota": "speakers"}}
+    transport = httpx.MockTransport(lambda request: httpx.Response(429, json=body))
+    with HRAClient("http://hra.invalid", "key", transport=transport) as hra_client:
+        with pytest.raises(errors.QuotaExceeded) as caught:
+            hra_client.create_speaker("s4")
+    assert caught.value.code == "quota_exceeded" and "limit 3" in str(caught.value)
