@@ -327,10 +327,6 @@ def test_adapt_waits_with_progress_then_heads_and_transcribe_use_the_promoted_he
 
 
 def test_a_quota_answer_is_a_typed_quota_error():
-    import httpx
-
-    from app.client.api import HRAClient
-
     body = {"error": {"code": "quota_exceeded", "message": "speakers quota: limit 3, in use 3", "quota": "speakers"}}
     transport = httpx.MockTransport(lambda request: httpx.Response(429, json=body))
     with HRAClient("http://hra.invalid", "key", transport=transport) as hra_client:
