@@ -12,7 +12,7 @@ DOCS_TEST_PACKAGES := curl jq
 AXE := tests/web/node_modules/axe-core/axe.min.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline corpus reliability clean
+.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline bench-serving corpus reliability clean
 
 run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
 	$(BIN)/hra run
@@ -58,6 +58,12 @@ bench-foundation: deps ## the foundation benchmark: table, JSON under benchmarks
 # The headline grid over all 19 new-speaker voices on two cores (about 75 minutes); see the script's header.
 bench-foundation-headline: deps ## headline grid in two lanes -> benchmarks/results/foundation.json
 	PY=$(BIN)/python sh benchmarks/foundation_headline.sh
+
+# Serving side by side with faster-whisper in one run (benchmarks/serving.py): the API over HTTP (base; K = 1, 8, 64
+# synthetic heads) vs faster-whisper int8 at 1, 4, 16 clients, a 10-min long-form file, peak RSS. About 11 minutes;
+# `make bench-serving BENCH_ARGS=--quick` (real recordings only, K = 1, 64, 3-min long-form) about 5.
+bench-serving: deps ## serving vs faster-whisper: table, benchmarks/results/serving.json, one JSON line last
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
 
 # Fault injection and load (benchmarks/reliability.py; not part of `make test`, whose tests/reliability runs one trial
 # of each): kill -9 of each process TRIALS times (default 20), 50 clients for 60 s; needs the test services (PostgreSQL,
