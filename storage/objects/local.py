@@ -55,22 +55,13 @@ class LocalObjectStore:
         try:
             for attempt in range(3):
                 try:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
+                    self._write_then_rename(path, data)
                     break
-                except FileNotFoundError:  # a concurrent delete_prefix removed the directory: make it again
+                except FileNotFoundError:
+                    # A concurrent delete_prefix removed the directory (and our temporary file with it) between
+                    # the mkdir and the rename: make it again and write again.
                     if attempt == 2:
                         raise
-            try:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(data)
-                    handle.flush()
-                    os.fsync(handle.fileno())
-                os.replace(tmp_name, path)
-            except BaseException:
-                with suppress(FileNotFoundError):
-                    os.unlink(tmp_name)
-                raise
             _fsync_directory(path.parent)
         except (NotADirectoryError, FileExistsError, IsADirectoryError) as exc:
             if not self.root.is_dir():
@@ -79,6 +70,21 @@ class LocalObjectStore:
             raise ObjectStoreError(f"local object store {self.root}: {key} collides with another key: {exc}") from exc
         except OSError as exc:
             raise ObjectStoreUnavailable(f"local object store {self.root}: cannot write {key}: {exc}") from exc
+
+    @staticmethod
+    def _write_then_rename(path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=_TEMP_PREFIX)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp_name, path)
+        except BaseException:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp_name)
+            raise
 
     def get(self, key: str) -> bytes:
         path = self._path(key)

@@ -318,6 +318,23 @@ class TestLocalBackend:
         assert store.delete_prefix("t/s/") == 2
         assert not (tmp_path / "t" / "s").exists()
 
+    def test_a_put_racing_a_delete_prefix_writes_again(self, tmp_path: Path, monkeypatch) -> None:
+        """A speaker's erasure removes the directory between the temporary file and the rename: the write starts
+        over instead of failing as an outage (a 503 to the uploader)."""
+        store = LocalObjectStore(tmp_path)
+        store.put("t/s/u/old", b"0")
+        real_replace, raced = os.replace, []
+
+        def replace_after_a_delete(src, dst):
+            if not raced:
+                raced.append(store.delete_prefix("t/s/"))
+            return real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", replace_after_a_delete)
+        store.put("t/s/u/new", b"1")
+        assert raced == [1] and store.get("t/s/u/new") == b"1"
+        assert [p.name for p in (tmp_path / "t" / "s" / "u").iterdir()] == ["new"]
+
     def test_ping_fails_when_the_root_is_gone(self, tmp_path: Path) -> None:
         store = LocalObjectStore(tmp_path / "root")
         (tmp_path / "root").rmdir()
