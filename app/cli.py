@@ -21,11 +21,9 @@ import argparse
 import json
 import logging
 import os
-import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 
 from app.cli_keys import add_key_commands
 from app.cli_objects import add_object_commands
@@ -119,9 +117,9 @@ def run_key(settings: Settings, rotate: bool = False) -> tuple[str, str]:
 
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Embedded mode: one command, no servers. Restarts a child that dies (``app.supervisor``); stops on
-    SIGINT/SIGTERM (exit 0), or when a child keeps failing at once (non-zero)."""
+    SIGINT/SIGTERM/SIGHUP (exit 0), or when a child keeps failing at once (non-zero)."""
     from app.services.queue import CeleryTaskQueue
-    from app.supervisor import Supervisor
+    from app.supervisor import Supervisor, stop_on_signals
     from storage.migrate import upgrade
 
     settings.var_dir.mkdir(parents=True, exist_ok=True)
@@ -132,14 +130,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     host = args.host or settings.api_host
     port = args.port or settings.api_port
 
-    stopping = {"signal": 0}
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping["signal"] = signum
-
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
-
+    should_stop = stop_on_signals()
     me = [sys.executable, "-m", "app.cli"]
     level = f"--log-level={args.log_level}"
     supervisor = Supervisor(
@@ -152,7 +143,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     print(f"HRA service: http://{shown_host}:{port}  (API docs: http://{shown_host}:{port}/docs)", flush=True)
     print("Stop with Ctrl-C.", key_note, sep="\n", flush=True)
-    return supervisor.run(lambda: stopping["signal"] != 0)
+    return supervisor.run(should_stop)
 
 
 # ---- admin commands ----------------------------------------------------------------------------------------

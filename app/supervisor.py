@@ -5,18 +5,26 @@ capped at 30 s) and resets once a child has stayed up for ``stable_after_s``; th
 so a worker killed by the kernel's OOM killer or a ``kill -9`` costs its job one attempt (the reaper re-queues it)
 and the API keeps answering. A child that fails quickly ``max_quick_failures`` times in a row (a crash loop: a port
 already taken, a broken configuration) makes the supervisor give up: it stops the others and exits non-zero.
-SIGINT/SIGTERM stop everything: SIGTERM to each child, SIGKILL after ``SHUTDOWN_GRACE_S`` (tasks are acked late:
-an interrupted job is redelivered or re-queued).
+SIGINT/SIGTERM/SIGHUP stop everything: SIGTERM to each child, SIGKILL after ``SHUTDOWN_GRACE_S`` (tasks are acked
+late: an interrupted job is redelivered or re-queued). SIGHUP is there because closing the terminal that runs
+``make run`` sends it, and the children, in sessions of their own, would not hear it. A supervisor that dies without
+running its shutdown (``kill -9``, the OOM killer) takes its children with it: on Linux each child asks the kernel
+for a SIGTERM when its parent dies (``PR_SET_PDEATHSIG``), so no worker goes on holding the port or the queue.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
+import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from types import FrameType
 
 logger = logging.getLogger("hra.supervisor")
 
@@ -48,9 +56,40 @@ class Child:
     history: list[int] = field(default_factory=list)  # exit codes, for logs and tests
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminate_with_parent(parent_pid: int) -> Callable[[], None] | None:
+    """For ``Popen(preexec_fn=...)``: the child gets SIGTERM when the process that started it dies (Linux only)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+    def in_child() -> None:
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl: nobody would signal us
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return in_child
+
+
 def spawn(argv: list[str]) -> subprocess.Popen:
     # Own session: a terminal's Ctrl-C reaches only the supervisor, which forwards one SIGTERM to each child.
-    return subprocess.Popen(argv, start_new_session=True)
+    return subprocess.Popen(argv, start_new_session=True, preexec_fn=_terminate_with_parent(os.getpid()))
+
+
+def stop_on_signals() -> Callable[[], bool]:
+    """Install handlers for ``STOP_SIGNALS``; the returned callable says whether one has arrived (``run``'s
+    ``should_stop``)."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, on_signal)
+    return lambda: bool(received)
 
 
 def describe_exit(code: int) -> str:

@@ -3,6 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pytest
 
 from app.supervisor import RestartPolicy, Supervisor
@@ -113,3 +121,67 @@ def test_run_stops_every_child_when_asked():
     calls = iter([False, False, True])
     assert supervisor.run(lambda: next(calls)) == 0
     assert len(spawned) == 2 and all(p.signals == [15] for p in spawned)
+
+
+# ---- real processes: a supervisor that is hung up on or killed leaves no child behind ---------------------------
+
+SUPERVISOR_SCRIPT = """
+import sys
+from app.supervisor import Supervisor, spawn, stop_on_signals
+def spawn_and_tell(argv):
+    process = spawn(argv)
+    print(process.pid, flush=True)
+    return process
+should_stop = stop_on_signals()
+child = [sys.executable, "-c", "import time; time.sleep(120)"]
+sys.exit(Supervisor({"a": child, "b": child}, spawn=spawn_and_tell).run(should_stop))
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().split(") ")[1].split()[0] != "Z"  # a zombie has exited
+    except FileNotFoundError:
+        return False
+
+
+def _wait_gone(pids: list[int], within_s: float) -> list[int]:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline and any(_alive(p) for p in pids):
+        time.sleep(0.05)
+    return [p for p in pids if _alive(p)]
+
+
+def _start_supervisor() -> tuple[subprocess.Popen, list[int]]:
+    parent = subprocess.Popen([sys.executable, "-c", SUPERVISOR_SCRIPT], stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[2])
+    children = [int(parent.stdout.readline()) for _ in range(2)]
+    time.sleep(0.3)
+    return parent, children
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_supervisor_killed_with_sigkill_takes_its_children_with_it():
+    parent, children = _start_supervisor()
+    try:
+        assert [p for p in children if _alive(p)], "the children should be running"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        assert _wait_gone(children, 10) == []
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hangup_stops_the_supervisor_and_its_children_cleanly():
+    parent, children = _start_supervisor()
+    try:
+        parent.send_signal(signal.SIGHUP)
+        assert parent.wait(30) == 0  # a stop asked for, not a crash
+        assert _wait_gone(children, 10) == []
+    finally:
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
