@@ -2,12 +2,19 @@
 
 Thread model. Callers (FastAPI's thread pool for the sync routes, a Celery worker's task thread, long-form
 transcription submitting a recording's chunks) put one item per utterance on a queue and block on their futures.
-One engine thread does all model work: it takes the first item waiting, then whatever else is already queued and
-whatever arrives until ``max_wait_s`` after that first item was queued, up to ``max_batch_size`` items; it splits
-them into groups (``group`` is given per item: the base model and heads run in different encoder contexts, so
-they cannot share a pass), runs one ``run(waveforms, heads)`` call per group and resolves each item's future.
-No lock is held around a request: a request only waits in the queue (at most ``max_wait_s`` once the engine is
-idle) and then for the batch it joined. While a batch runs, new requests accumulate and form the next one.
+``runners`` engine threads do all model work. A runner takes the first item waiting, then whatever else is already
+queued and whatever arrives until ``max_wait_s`` after that first item was queued, up to its share of the queue
+(the items waiting, divided among the runners that are idle, at most ``max_batch_size``); it splits them into
+groups (``group`` is given per item: the base model and heads run in different encoder contexts, so they cannot
+share a pass), runs one ``run(waveforms, heads)`` call per group and resolves each item's future. No lock is held
+around a request: a request only waits in the queue (at most ``max_wait_s`` once a runner is idle) and then for the
+batch it joined. While batches run, new requests accumulate and form the next ones.
+
+Why several runners: one model pass runs on one core (one torch thread: more intra-op threads contend badly with
+whatever else runs on a small machine), and per utterance a pass of 4 costs what a pass of 16 does, so two runners
+with half the queue each use two cores (1.65-1.78x the throughput of one on the 2-core machine; see
+``engine_threads`` in the settings). ``run`` must therefore be safe to call from several threads at once (torch
+inference and CTranslate2 with as many ``inter_threads`` are).
 
 Errors. Heads are parsed by the caller before anything is queued, so a bad artifact fails its own request only.
 If a group's pass raises anyway (e.g. an utterance the backbone refuses), its items are run again one at a time,
@@ -163,9 +170,12 @@ class TranscriptionEngine:
         max_wait_s: float = 0.005,
         on_thread_start: Callable[[], None] | None = None,
         name: str = "hra-transcription-engine",
+        runners: int = 1,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        if runners < 1:
+            raise ValueError("runners must be >= 1")
         if max_wait_s < 0:
             raise ValueError("max_wait_s must be >= 0")
         self._run = run
@@ -173,16 +183,21 @@ class TranscriptionEngine:
         self.max_wait_s = float(max_wait_s)
         self._on_thread_start = on_thread_start
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # closing, the idle count and the counters
         self._closed = False
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
-        self._thread.start()
-        # Counters (written by the engine thread only).
+        self.runners = int(runners)
+        self._idle = 0  # runners waiting for a first item
+        # Counters.
         self.batches = 0
         self.passes = 0
         self.items = 0
         self.largest_batch = 0
         self.retried_groups = 0
+        self._threads = [
+            threading.Thread(target=self._loop, name=f"{name}-{i}", daemon=True) for i in range(self.runners)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # ---- callers ----
 
@@ -207,14 +222,17 @@ class TranscriptionEngine:
         return [f.result() for f in futures]
 
     def close(self, timeout: float | None = 10.0) -> None:
-        """Stop taking items; items already queued are still run. Waits for the engine thread."""
+        """Stop taking items; items already queued are still run. Waits for the engine threads."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(_STOP)
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
+            for _ in self._threads:
+                self._queue.put(_STOP)  # one per runner, queued behind every item
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self._threads:
+            if thread is not threading.current_thread():
+                thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
     def stats(self) -> dict[str, float]:
         return {
@@ -227,9 +245,10 @@ class TranscriptionEngine:
             "queued": self._queue.qsize(),
             "max_batch_size": self.max_batch_size,
             "max_wait_ms": self.max_wait_s * 1000.0,
+            "runners": self.runners,
         }
 
-    # ---- engine thread ----
+    # ---- engine threads ----
 
     def _loop(self) -> None:
         if self._on_thread_start is not None:
@@ -239,12 +258,19 @@ class TranscriptionEngine:
                 logger.exception("transcription engine: start-up hook failed")
         stopping = False
         while not stopping:
+            with self._lock:
+                self._idle += 1
             first = self._queue.get()
+            with self._lock:
+                self._idle -= 1
+                # This runner's share: what is waiting now (and this item), split among the runners still idle.
+                share = -(-(1 + self._queue.qsize()) // (1 + self._idle))
             if first is _STOP:
                 break
             batch = [first]
+            limit = min(self.max_batch_size, max(1, share))
             deadline = first.queued_at + self.max_wait_s
-            while len(batch) < self.max_batch_size:
+            while len(batch) < limit:
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -257,9 +283,10 @@ class TranscriptionEngine:
             self._run_batch(batch)
 
     def _run_batch(self, batch: list[_Item]) -> None:
-        self.batches += 1
-        self.items += len(batch)
-        self.largest_batch = max(self.largest_batch, len(batch))
+        with self._lock:
+            self.batches += 1
+            self.items += len(batch)
+            self.largest_batch = max(self.largest_batch, len(batch))
         groups: dict[Hashable, list[_Item]] = {}
         for item in batch:
             groups.setdefault(item.group, []).append(item)
@@ -268,8 +295,13 @@ class TranscriptionEngine:
             if live:
                 self._run_group(live)
 
+    def _count(self, passes: int = 0, retried_groups: int = 0) -> None:
+        with self._lock:
+            self.passes += passes
+            self.retried_groups += retried_groups
+
     def _run_group(self, items: list[_Item]) -> None:
-        self.passes += 1
+        self._count(passes=1)
         try:
             texts = list(self._run([i.waveform for i in items], [i.head for i in items]))
             if len(texts) != len(items):
@@ -278,11 +310,11 @@ class TranscriptionEngine:
             if len(items) == 1:
                 items[0].future.set_exception(exc)
                 return
-            self.retried_groups += 1
+            self._count(retried_groups=1)
             logger.warning("transcription engine: a batch of %d failed (%r); running its items one by one",
                            len(items), exc)
             for item in items:
-                self.passes += 1
+                self._count(passes=1)
                 try:
                     item.future.set_result(self._run([item.waveform], [item.head])[0])
                 except BaseException as one:  # noqa: BLE001

@@ -203,6 +203,7 @@ class HRAMLService:
             device=device,
             beam_size=self._settings.beam_size,
             decoder=self._settings.decoder,
+            parallel_decodes=self._settings.engine_threads,  # the engine's runners decode at the same time
         )
 
     def warm_up(self) -> None:
@@ -308,6 +309,7 @@ class HRAMLService:
                     max_batch_size=self._settings.engine_max_batch_size,
                     max_wait_s=self._settings.engine_batch_wait_ms / 1000.0,
                     on_thread_start=lambda: (start() or (lambda: None))(),
+                    runners=self._settings.engine_threads,
                 )
                 weakref.finalize(self, engine.close, 0)
                 self._engine = engine
@@ -316,7 +318,7 @@ class HRAMLService:
     def _engine_thread_start(self) -> None:
         import torch
 
-        # The engine thread is the one that runs the model: the thread count applies to its parallel regions.
+        # The engine threads are the ones that run the model: the thread count applies to their parallel regions.
         torch.set_num_threads(max(1, self._settings.torch_threads))
 
     def _run_batch(self, waveforms: list[Any], heads: list[Any]) -> list[str]:

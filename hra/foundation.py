@@ -197,12 +197,15 @@ def load_foundation(
     beam_size: int | None = None,
     decoder: DecoderKind | None = None,
     ct2_options: Any = None,
+    parallel_decodes: int = 1,
 ) -> Foundation:
     """Whisper tiny.en from the pinned wheel + the shipped (or given) controller.
 
     ``beam_size``: decoding's beam for heads and base alike (None: ``DecodingOptions``' default; 1: greedy).
     ``decoder``: "python" (the backbone's beam search) or "ctranslate2" (CTranslate2's, over the same encoder
-    output; ``ct2_options``: a ``hra.backbone.ct2_decoding.Ct2Options``); None: ``DEFAULT_DECODER``. Without the
+    output; ``ct2_options``: a ``hra.backbone.ct2_decoding.Ct2Options``); None: ``DEFAULT_DECODER``.
+    ``parallel_decodes``: threads that will decode at the same time (CTranslate2 then runs that many batches at
+    once instead of queueing them; ignored when ``ct2_options`` is given). Without the
     ctranslate2 package the Python decoder is used, with a warning (``Foundation.decoder_kind`` tells which runs).
     Decoding is not part of the fingerprint: a head decodes the same way under any beam and either decoder.
 
@@ -231,7 +234,7 @@ def load_foundation(
             logger.warning("the ctranslate2 decoder is selected but the ctranslate2 package is not installed: "
                            "decoding with the Python beam search (same results, slower); pip install ctranslate2")
         else:
-            ct2_decoder = _ct2_decoder(backbone, ct2_options)
+            ct2_decoder = _ct2_decoder(backbone, ct2_options, parallel_decodes)
     return Foundation.build(
         backbone,
         controller,
@@ -241,13 +244,14 @@ def load_foundation(
     )
 
 
-def _ct2_decoder(backbone: Any, options: Any = None) -> Any:
+def _ct2_decoder(backbone: Any, options: Any = None, parallel_decodes: int = 1) -> Any:
     """A CTranslate2 decoder over the model directory the backbone was converted from, on the backbone's device
     when CTranslate2 can use it (else on the CPU, the encoder output copied over)."""
     from hra.backbone.ct2_decoding import Ct2Decoder, Ct2Options
 
     if options is None:
-        options = Ct2Options(device="cuda" if backbone.device.type == "cuda" and _ct2_has_cuda() else "cpu")
+        options = Ct2Options(device="cuda" if backbone.device.type == "cuda" and _ct2_has_cuda() else "cpu",
+                             parallel_batches=parallel_decodes)
     return Ct2Decoder(backbone.source["model_dir"], backbone.tokenizer, backbone.config.n_vocab, options)
 
 

@@ -63,10 +63,13 @@ class Ct2Options:
     ``threads``: CTranslate2's intra-op threads (None: torch's count when loaded). ``max_batch_positions``: the samples
     of one ``generate`` call hold at most this many encoder positions (B x T): 4 utterances in the 30-s window, 24 in a
     5-s context; beam search replicates each sample's cross-attention keys and values per beam.
+    ``parallel_batches``: ``generate`` calls run at once (CTranslate2's ``inter_threads``; the replicas share the
+    weights): as many as threads that decode at the same time (the serving engine's runners), else they queue.
     """
 
     compute_type: str = "float32"
     threads: int | None = None
+    parallel_batches: int = 1
     device: str = "cpu"
     max_batch_positions: int = 4 * WINDOW_POSITIONS
 
@@ -75,6 +78,8 @@ class Ct2Options:
             raise ValueError("threads must be >= 1 (None: torch's count)")
         if self.max_batch_positions < 1:
             raise ValueError("max_batch_positions must be >= 1")
+        if self.parallel_batches < 1:
+            raise ValueError("parallel_batches must be >= 1")
 
 
 _LIVE_DECODERS: weakref.WeakSet[Ct2Decoder] = weakref.WeakSet()
@@ -117,7 +122,7 @@ class Ct2Decoder:
             device=options.device,
             compute_type=options.compute_type,
             intra_threads=threads,
-            inter_threads=1,
+            inter_threads=options.parallel_batches,
         )
         _LIVE_DECODERS.add(self)
         sp = tokenizer.special
@@ -130,7 +135,7 @@ class Ct2Decoder:
 
     def describe(self) -> dict:
         return {"kind": "ctranslate2", "compute_type": self.options.compute_type, "device": self.options.device,
-                "threads": self.options.threads}
+                "threads": self.options.threads, "parallel_batches": self.options.parallel_batches}
 
     # -- decoding ---------------------------------------------------------------------------------------------
 

@@ -112,6 +112,41 @@ def test_a_lone_request_waits_at_most_the_batch_window_and_a_closed_engine_refus
         engine.submit("y")
 
 
+def test_two_runners_split_a_waiting_queue_and_run_at_the_same_time():
+    running, most, passes, lock = [0], [0], [], threading.Lock()
+
+    def run(waveforms: list, heads: list) -> list[str]:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+            passes.append((threading.current_thread().name, len(waveforms)))
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+        return [f"{w}|{h}" for w, h in zip(waveforms, heads)]
+
+    engine = TranscriptionEngine(run, max_batch_size=16, max_wait_s=0.0, runners=2)
+    try:
+        time.sleep(0.1)  # both runners idle, waiting
+        futures = [engine.submit(f"w{i}") for i in range(16)]
+        assert [f.result(10) for f in futures] == [f"w{i}|None" for i in range(16)]
+        assert engine.stats()["runners"] == 2
+    finally:
+        engine.close()
+    assert most[0] == 2, passes  # two passes ran at once
+    assert len({name for name, _ in passes}) == 2 and max(size for _, size in passes) < 16, passes
+    assert sum(size for _, size in passes) == 16 and engine.items == 16
+
+
+def test_closing_an_engine_of_several_runners_runs_what_is_queued_and_stops_them_all():
+    run = Recorder(delay=0.02)
+    engine = TranscriptionEngine(run, max_batch_size=2, max_wait_s=0.0, runners=3)
+    futures = [engine.submit(f"w{i}") for i in range(9)]
+    engine.close()
+    assert [f.result(0) for f in futures] == [f"w{i}|None" for i in range(9)]
+    assert not any(thread.is_alive() for thread in engine._threads)
+
+
 # ---- the head cache alone --------------------------------------------------------------------------------------
 
 
@@ -368,15 +403,17 @@ def test_batched_equals_one_at_a_time_with_the_real_model(tmp_path):
         service.close()
 
 
-def test_a_dropped_service_is_collected_and_its_engine_thread_ends(tmp_path, foundation):
+def test_a_dropped_service_is_collected_and_its_engine_threads_end(tmp_path, foundation):
     import gc
     import weakref
 
     service = HRAMLService(make_settings(tmp_path, "sqlite://"), loader=lambda: foundation)
     service.transcribe([fake_utterances(1, seed=9)[0][0]], [None])
-    thread, alive = service._engine._thread, weakref.ref(service)
+    threads, alive = service._engine._threads, weakref.ref(service)
+    assert len(threads) == service._settings.engine_threads
     del service
     gc.collect()
     assert alive() is None
-    thread.join(5)
-    assert not thread.is_alive()
+    for thread in threads:
+        thread.join(5)
+    assert not any(thread.is_alive() for thread in threads)
