@@ -54,6 +54,7 @@ def cmd_api(args: argparse.Namespace, settings: Settings) -> int:
         port=args.port or settings.api_port,
         log_level=args.log_level.lower(),
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.api_keep_alive_seconds,
     )
     return 0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import os
 import signal
 import socket
@@ -147,6 +148,19 @@ def test_run_serves_with_a_key_it_keeps_and_stops_everything_on_sigterm(embedded
     assert key_file.stat().st_mode & 0o777 == 0o600
     response = httpx.post(f"{base}/v1/speakers", json={}, headers={"Authorization": f"Bearer {key}"})
     assert response.status_code == 201, response.text
+    # An idle connection outlives a client's pool expiry (httpx: 5 s): reused after 6 s, it still answers (with
+    # uvicorn's default of 5 s the server had closed it, and a client racing that close got a transport error).
+    conn = http.client.HTTPConnection("127.0.0.1", int(base.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.request("GET", "/healthz")
+        assert conn.getresponse().read() and conn.sock is not None
+        first_socket = conn.sock
+        time.sleep(6)
+        conn.request("GET", "/healthz")  # http.client raises RemoteDisconnected if the server closed it meanwhile
+        response = conn.getresponse()
+        assert response.status == 200 and conn.sock is first_socket
+    finally:
+        conn.close()
     children = children_of(proc.pid)
     assert len(children) == 3
     proc.send_signal(signal.SIGTERM)
