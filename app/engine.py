@@ -3,8 +3,8 @@
 Thread model. Callers (FastAPI's thread pool for the sync routes, a Celery worker's task thread, long-form
 transcription submitting a recording's chunks) put one item per utterance on a queue and block on their futures.
 ``runners`` engine threads do all model work. A runner takes the first item waiting, then whatever else is already
-queued and whatever arrives until ``max_wait_s`` after that first item was queued, up to its share of the queue
-(the items waiting, divided among the runners that are idle, at most ``max_batch_size``); it splits them into
+queued and whatever arrives until ``max_wait_s`` after that first item was queued, up to ``max_batch_size`` items, or
+up to its share of what is waiting while other runners are idle (so that they take the rest); it splits them into
 groups (``group`` is given per item: the base model and heads run in different encoder contexts, so they cannot
 share a pass), runs one ``run(waveforms, heads)`` call per group and resolves each item's future. No lock is held
 around a request: a request only waits in the queue (at most ``max_wait_s`` once a runner is idle) and then for the
@@ -263,14 +263,11 @@ class TranscriptionEngine:
             first = self._queue.get()
             with self._lock:
                 self._idle -= 1
-                # This runner's share: what is waiting now (and this item), split among the runners still idle.
-                share = -(-(1 + self._queue.qsize()) // (1 + self._idle))
             if first is _STOP:
                 break
             batch = [first]
-            limit = min(self.max_batch_size, max(1, share))
             deadline = first.queued_at + self.max_wait_s
-            while len(batch) < limit:
+            while len(batch) < self._limit(len(batch)):
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -281,6 +278,17 @@ class TranscriptionEngine:
                     break
                 batch.append(item)
             self._run_batch(batch)
+
+    def _limit(self, taken: int) -> int:
+        """How many items this runner's batch may hold, given ``taken`` so far: ``max_batch_size`` while every
+        other runner is busy (the window gathers what arrives); else its share of what is waiting, so that the idle
+        runners take the rest instead of waiting behind this batch."""
+        with self._lock:
+            others_idle = self._idle
+        if others_idle == 0:
+            return self.max_batch_size
+        waiting = taken + self._queue.qsize()
+        return min(self.max_batch_size, max(1, -(-waiting // (1 + others_idle))))
 
     def _run_batch(self, batch: list[_Item]) -> None:
         with self._lock:

@@ -138,6 +138,32 @@ def test_two_runners_split_a_waiting_queue_and_run_at_the_same_time():
     assert sum(size for _, size in passes) == 16 and engine.items == 16
 
 
+def test_with_the_other_runner_busy_a_runner_gathers_arrivals_for_the_whole_window():
+    release, passes = threading.Event(), []
+
+    def run(waveforms: list, heads: list) -> list[str]:
+        passes.append(list(waveforms))
+        if "long" in waveforms:
+            assert release.wait(10)
+        return [f"{w}|{h}" for w, h in zip(waveforms, heads)]
+
+    engine = TranscriptionEngine(run, max_batch_size=16, max_wait_s=0.5, runners=2)
+    try:
+        long = engine.submit("long")
+        time.sleep(0.1)  # one runner is now busy with it
+        futures = []
+        for i in range(3):
+            futures.append(engine.submit(f"w{i}"))
+            time.sleep(0.03)  # arriving one by one, within the window
+        assert [f.result(10) for f in futures] == ["w0|None", "w1|None", "w2|None"]
+        release.set()
+        assert long.result(10) == "long|None"
+    finally:
+        release.set()
+        engine.close()
+    assert ["w0", "w1", "w2"] in passes, passes  # one pass, not three
+
+
 def test_closing_an_engine_of_several_runners_runs_what_is_queued_and_stops_them_all():
     run = Recorder(delay=0.02)
     engine = TranscriptionEngine(run, max_batch_size=2, max_wait_s=0.0, runners=3)
