@@ -138,7 +138,10 @@ class MLService(Protocol):
         init_head: bytes | None,
         progress: Callable[[TrainingProgress], None],
         should_stop: Callable[[], bool],
-    ) -> TrainedHead: ...
+    ) -> TrainedHead:
+        """A head trained on (audio, transcript) pairs; audio is a waveform or the stored bytes of an utterance
+        (16 kHz mono FLAC, as ``encode_flac`` wrote it), which training decodes only when it uses them."""
+        ...
 
     def describe_foundation(self) -> dict: ...
 
@@ -362,8 +365,9 @@ class HRAMLService:
         progress: Callable[[TrainingProgress], None],
         should_stop: Callable[[], bool],
     ) -> TrainedHead:
-        from hra.errors import TrainingCancelled
         from hra.adapter.artifacts import head_to_bytes
+        from hra.audio import EncodedAudio
+        from hra.errors import TrainingCancelled
         from hra.training.head import HeadTrainingOptions, train_head
 
         foundation = self._get_foundation()
@@ -385,9 +389,11 @@ class HRAMLService:
                 )
             )
 
+        # Stored bytes stay encoded until their batch's features are made: memory holds the FLAC, not the samples.
+        streamed = [(EncodedAudio(bytes(a)) if isinstance(a, (bytes, bytearray)) else a, text) for a, text in utterances]
         try:
             result = train_head(
-                foundation, list(utterances), options, init_head=init, progress=report, should_stop=should_stop
+                foundation, streamed, options, init_head=init, progress=report, should_stop=should_stop
             )
         except TrainingCancelled as exc:
             raise TrainingStopped(str(exc)) from exc

@@ -56,6 +56,33 @@ class DecodedAudio:
     duration_s: float
 
 
+class EncodedAudio:
+    """Stored audio kept encoded and decoded only when used (``hra.training.data.AudioSource``): training streams
+    an enrollment this way, holding its compressed bytes (16-bit FLAC of speech: about a fifth of the float32
+    samples) instead of every waveform at once. For what ``encode_flac`` wrote: 16 kHz mono, its length in the
+    header (read here without decoding)."""
+
+    def __init__(self, data: bytes) -> None:
+        try:
+            with sf.SoundFile(io.BytesIO(data)) as f:
+                rate, channels, frames = int(f.samplerate), int(f.channels), int(f.frames)
+        except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as exc:
+            raise AudioDecodeError(f"stored audio does not decode: {getattr(exc, 'error_string', None) or exc}") from exc
+        if rate != SAMPLE_RATE or channels != 1 or not 0 < frames < _UNKNOWN_LENGTH:
+            raise AudioDecodeError(
+                f"stored audio must be 16 kHz mono with a known length (got {rate} Hz, {channels} channels)"
+            )
+        self.data = data
+        self.num_samples = frames
+
+    def load(self) -> torch.Tensor:
+        waveform = decode_audio(self.data, max_seconds=self.num_samples / SAMPLE_RATE + 1.0).waveform
+        if waveform.shape[0] != self.num_samples:
+            raise AudioDecodeError(f"stored audio decoded to {waveform.shape[0]} samples, its header says "
+                                   f"{self.num_samples}")
+        return waveform
+
+
 def decode_audio(
     data: bytes,
     max_seconds: float = MAX_UPLOAD_SECONDS,

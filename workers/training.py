@@ -33,7 +33,6 @@ from workers.progress import (
     Outcome,
     Reporter,
     fail_job,
-    load_waveforms,
 )
 from workers.retry import Held
 
@@ -101,7 +100,8 @@ def run_training(
         if not plan.utterances:
             fail_job(services, job_id, "the speaker has no train utterances", attempts=attempt)
             return Outcome("failed", "no train utterances")
-        waveforms = load_waveforms(services, plan.utterances)
+        # The stored FLAC bytes, not decoded samples: training decodes each utterance when it uses it (streaming).
+        audio = [services.object_store.get(u.object_key) for u in plan.utterances]
         init_artifact = services.object_store.get(plan.parent.object_key) if plan.parent is not None else None
         request = TrainingRequest(
             head_type=plan.head_type,
@@ -126,10 +126,10 @@ def run_training(
 
         logger.info(
             "job %s: training a %s head on %d utterances (attempt %d, warm start: %s)",
-            job_id, plan.head_type, len(waveforms), attempt, plan.parent.id if plan.parent else "no",
+            job_id, plan.head_type, len(audio), attempt, plan.parent.id if plan.parent else "no",
         )
         trained = services.ml.train(
-            list(zip(waveforms, (u.transcript for u in plan.utterances))),
+            list(zip(audio, (u.transcript for u in plan.utterances))),
             request,
             init_artifact,
             on_progress,

@@ -1,12 +1,21 @@
 """Training data: batches of enrollment utterances, bounded by encoder frames, with their frozen front-end
-features cached; the corpus manifest's utterances for controller training."""
+features cached up to a byte budget and computed again from the audio past it; the corpus manifest's utterances for
+controller training.
+
+Streaming. An enrollment's audio may be waveforms or ``AudioSource``s (``hra.audio.EncodedAudio``: FLAC bytes,
+decoded when used). Features are what an epoch re-reads, and with speed-perturbed copies they are several times
+the audio: batches are cached while a ``FeatureBudget`` lasts (every enrollment of a normal size fits the default,
+so nothing changes for it); the batches past it keep only their rows and compute their features (decode, perturb,
+log-mel) each time they are used. Either way a batch's features are the same numbers, so training gives the same
+head whatever the budget (a test checks it); only memory and time differ."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 import soundfile as sf
 import torch
@@ -43,13 +52,91 @@ def frame_bounded_batches(lengths: Sequence[int], max_batch_frames: int, max_bat
     return batches
 
 
-@dataclass
-class PreparedBatch:
-    """A batch whose frozen front-end features are computed once and reused every epoch."""
+@runtime_checkable
+class AudioSource(Protocol):
+    """Audio decoded when used: its length without decoding, its 16 kHz mono float32 waveform on ``load()``."""
 
-    encoder_input: EncoderInput
-    targets: list[list[int]]
-    indices: list[int]
+    num_samples: int
+
+    def load(self) -> torch.Tensor: ...
+
+
+Audio = torch.Tensor | AudioSource
+
+
+def num_samples(audio: Audio) -> int:
+    return audio.numel() if isinstance(audio, torch.Tensor) else int(audio.num_samples)
+
+
+def load_audio(audio: Audio) -> torch.Tensor:
+    return audio if isinstance(audio, torch.Tensor) else audio.load()
+
+
+@dataclass(frozen=True)
+class SpeedPerturb:
+    """Play ``speed`` times faster (tempo and pitch together, like sox ``speed``) by resampling."""
+
+    speed: float
+    sample_rate: int = SAMPLE_RATE
+
+    def __post_init__(self) -> None:
+        if self.speed <= 0:
+            raise ValueError("speed must be positive")
+
+    @property
+    def _orig(self) -> int:
+        return int(round(self.sample_rate * self.speed))
+
+    def length(self, n: int) -> int:
+        """Samples out for ``n`` in (torchaudio's resample: ceil(n x new / orig))."""
+        return n if self.speed == 1.0 else -(-n * self.sample_rate // self._orig)
+
+    def __call__(self, waveform: torch.Tensor) -> torch.Tensor:
+        if self.speed == 1.0:
+            return waveform
+        return AF.resample(waveform.to(torch.float32), self._orig, self.sample_rate)
+
+
+class FeatureBudget:
+    """Bytes of features that may stay cached, shared by all of an enrollment's batches (first come, first kept)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        if max_bytes < 0:
+            raise ValueError("max_bytes must be >= 0")
+        self.left = int(max_bytes)
+
+    def take(self, nbytes: int) -> bool:
+        if nbytes > self.left:
+            return False
+        self.left -= nbytes
+        return True
+
+
+class PreparedBatch:
+    """A batch of utterances and its frozen front-end features: kept from preparation (``cached``), or computed
+    again by ``make`` every time ``encoder_input`` is read."""
+
+    def __init__(
+        self,
+        encoder_input: EncoderInput | None,
+        targets: list[list[int]],
+        indices: list[int],
+        make: Callable[[], EncoderInput] | None = None,
+    ) -> None:
+        if (encoder_input is None) == (make is None):
+            raise ValueError("a batch needs its features or a way to make them, not both")
+        self._features = encoder_input
+        self._make = make
+        self.targets = targets
+        self.indices = indices
+
+    @property
+    def cached(self) -> bool:
+        return self._features is not None
+
+    @property
+    def encoder_input(self) -> EncoderInput:
+        return self._features if self._features is not None else self._make()  # type: ignore[misc]
 
     @property
     def num_tokens(self) -> int:
@@ -58,21 +145,34 @@ class PreparedBatch:
 
 def prepare_batches(
     backbone: Backbone,
-    waveforms: Sequence[torch.Tensor] | Mapping[int, torch.Tensor],
+    waveforms: Sequence[Audio] | Mapping[int, Audio],
     targets: Sequence[list[int]],
     indices: Sequence[int],
     max_batch_frames: int,
     device: torch.device,
+    transform: SpeedPerturb | None = None,
+    budget: FeatureBudget | None = None,
 ) -> list[PreparedBatch]:
-    """Batches of ``indices`` (waveforms[i], targets[i]), features prepared once by the backbone."""
-    lengths = [encoder_frames(waveforms[i].numel()) for i in indices]
+    """Batches of ``indices`` (waveforms[i] through ``transform``, targets[i]), features prepared by the backbone:
+    kept while ``budget`` lasts (no budget: always), else made again on each use."""
+    transform = transform or SpeedPerturb(1.0)
+    lengths = [encoder_frames(transform.length(num_samples(waveforms[i]))) for i in indices]
+
+    def features(rows: list[int]) -> EncoderInput:
+        with torch.no_grad():
+            enc = backbone.prepare([transform(load_audio(waveforms[i])).to(torch.float32) for i in rows])
+        return EncoderInput(features=enc.features.to(device), frames=enc.frames.to(device))
+
     batches = []
     for group in frame_bounded_batches(lengths, max_batch_frames):
         rows = [indices[g] for g in group]
-        with torch.no_grad():
-            enc = backbone.prepare([waveforms[i].to(torch.float32) for i in rows])
-        enc = EncoderInput(features=enc.features.to(device), frames=enc.frames.to(device))
-        batches.append(PreparedBatch(enc, [targets[i] for i in rows], rows))
+        enc = features(rows)
+        nbytes = enc.features.numel() * enc.features.element_size()
+        if budget is None or budget.take(nbytes):
+            batches.append(PreparedBatch(enc, [targets[i] for i in rows], rows))
+        else:
+            batches.append(PreparedBatch(None, [targets[i] for i in rows], rows,
+                                         make=lambda rows=rows: features(rows)))
     return batches
 
 

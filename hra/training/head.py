@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,7 +29,7 @@ from hra.adapter.artifacts import head_from_bytes
 from hra.adapter.heads import HEAD_TYPES, Head
 from hra.adapter.hook import HRAHook
 from hra.inference import check_head_fits
-from hra.training.data import PreparedBatch
+from hra.training.data import Audio, PreparedBatch
 from hra.training.loop import (
     Encode, SpeakerTraining, TrainProgress, evaluate_loss, resolve_precision, split_holdout, teacher_forced_batch_loss,
 )
@@ -44,6 +44,10 @@ __all__ = [
 
 # 1e-2, not 3e-3: at 3e-3 the best epoch was always the last one (an under-trained head); on 3 failing voices
 # at 50 utterances 1e-2 cut held-out WER by 4-15 % relative, and 3e-2 diverged on one of them.
+# Features kept between epochs: 256 MiB holds every copy (recorded and 4 speeds) of ~330 utterances of 5 s
+# (160 KB of features each in the >= 5-s head context); a larger enrollment makes the rest again on each use.
+DEFAULT_FEATURE_CACHE_BYTES = 256 * 1024 * 1024
+
 HEAD_SCHEDULE = TrainingSchedule(
     learning_rate=1e-2, warmup_steps=4, min_lr_fraction=0.1, grad_clip=1.0, max_batch_frames=2400, weight_decay=0.0
 )
@@ -61,7 +65,8 @@ class HeadTrainingOptions:
     frozen forward/backward; the head's weights and the optimizer stay float32) or "auto" (bfloat16 on CPUs that
     do it natively, float32 elsewhere: see ``resolve_precision``); spec_augment: frequency and time masks on the
     cached features of every training step; speed_perturb: speeds of resampled copies of the training utterances
-    (each epoch trains on one version; () = none).
+    (each epoch trains on one version; () = none); feature_cache_bytes: features kept between epochs (past it
+    they are made again from the audio on each use: memory bounded for any enrollment, the same head).
 
     Records (``to_record``, the metrics' "options") are flat: the schedule's fields under their own names."""
 
@@ -78,6 +83,8 @@ class HeadTrainingOptions:
     precision: str = "auto"
     spec_augment: bool = False
     speed_perturb: tuple[float, ...] = (0.85, 0.93, 1.07, 1.15)
+    # Not recorded: it changes memory and time, never the head (``hra.training.data``).
+    feature_cache_bytes: int = field(default=DEFAULT_FEATURE_CACHE_BYTES, metadata={"record": False})
     seed: int = 0
 
     # Record names of the schedule's fields (head metrics and benchmark keys have always used these).
@@ -98,6 +105,8 @@ class HeadTrainingOptions:
             raise ValueError("precision must be auto, float32 or bfloat16")
         if any(not 0.5 <= s <= 2.0 for s in self.speed_perturb):
             raise ValueError("speed_perturb factors must be in [0.5, 2]")
+        if self.feature_cache_bytes < 0:
+            raise ValueError("feature_cache_bytes must be >= 0")
 
     def to_record(self) -> dict[str, Any]:
         """One flat JSON-ready dict, the schedule's fields at the top level (as head metrics record them)."""
@@ -184,13 +193,14 @@ def _initial_head(foundation: Foundation, options: HeadTrainingOptions, init_hea
 
 def train_head(
     foundation: Foundation,
-    utterances: Sequence[tuple[torch.Tensor, str]],
+    utterances: Sequence[tuple[Audio, str]],
     options: HeadTrainingOptions = HeadTrainingOptions(),
     init_head: Head | None = None,
     progress: Callable[[TrainProgress], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
 ) -> HeadTrainingResult:
-    """Train a speaker's head on (waveform (N,) float32 16 kHz, transcript) pairs.
+    """Train a speaker's head on (audio, transcript) pairs: a waveform (N,) float32 16 kHz, or an ``AudioSource``
+    (``hra.audio.EncodedAudio``) decoded only when its batch's features are made (streaming).
 
     ``init_head`` warm-starts from an existing head (continual updates). Raises ``TrainingCancelled`` when
     ``should_stop()`` turns true, ``ValueError`` for unusable input.

@@ -34,7 +34,7 @@ from torch import nn
 from hra.backbone.base import Backbone, DecoderHook, EncoderInput
 from hra.errors import TrainingCancelled
 from hra.training.augment import SpecAugment
-from hra.training.data import PreparedBatch, prepare_batches
+from hra.training.data import Audio, FeatureBudget, PreparedBatch, SpeedPerturb, prepare_batches
 from hra.training.schedule import TrainingSchedule
 
 Augment = Callable[[EncoderInput], EncoderInput]
@@ -57,6 +57,7 @@ class LoopOptions(Protocol):
     precision: str
     spec_augment: bool
     speed_perturb: tuple[float, ...]
+    feature_cache_bytes: int
     seed: int
 
 
@@ -118,39 +119,35 @@ def split_holdout(n: int, options: LoopOptions) -> tuple[list[int], list[int]]:
 
 def prepare_enrollment(
     backbone: Backbone,
-    utterances: Sequence[tuple[torch.Tensor, str]],
+    utterances: Sequence[tuple[Audio, str]],
     options: LoopOptions,
     device: torch.device,
 ) -> Enrollment:
-    """(waveform (N,) float32 16 kHz, transcript) pairs -> train and held-out batches with cached features."""
+    """(audio: a waveform (N,) float32 16 kHz or an ``AudioSource``, transcript) pairs -> train and held-out
+    batches, features cached within ``options.feature_cache_bytes`` (the recorded speed first, then the perturbed
+    copies) and made again on each use past it (``hra.training.data``)."""
     if not utterances:
         raise ValueError("no utterances to train on")
-    waveforms = [w for w, _ in utterances]
+    audio = [a for a, _ in utterances]
     targets = [backbone.token_ids(text) for _, text in utterances]
     if any(not t for t in targets):
         raise ValueError("every utterance needs a non-empty transcript")
     train_idx, hold_idx = split_holdout(len(utterances), options)
     frames = options.schedule.max_batch_frames
-    variants = []
-    for speed in options.speed_perturb:
-        faster = {i: speed_perturb(waveforms[i], speed) for i in train_idx}
-        variants.append(prepare_batches(backbone, faster, targets, train_idx, frames, device))
+    budget = FeatureBudget(options.feature_cache_bytes)
+    train = prepare_batches(backbone, audio, targets, train_idx, frames, device, budget=budget)
+    hold = prepare_batches(backbone, audio, targets, hold_idx, frames, device, budget=budget)
+    variants = [
+        prepare_batches(backbone, audio, targets, train_idx, frames, device, SpeedPerturb(speed), budget)
+        for speed in options.speed_perturb
+    ]
     return Enrollment(
-        train_batches=prepare_batches(backbone, waveforms, targets, train_idx, frames, device),
-        hold_batches=prepare_batches(backbone, waveforms, targets, hold_idx, frames, device),
+        train_batches=train,
+        hold_batches=hold,
         train_indices=train_idx,
         hold_indices=hold_idx,
         train_variants=variants,
     )
-
-
-def speed_perturb(waveform: torch.Tensor, speed: float, sample_rate: int = 16000) -> torch.Tensor:
-    """Play ``speed`` times faster (tempo and pitch together, like sox ``speed``) by resampling."""
-    if speed <= 0:
-        raise ValueError("speed must be positive")
-    if speed == 1.0:
-        return waveform
-    return AF.resample(waveform.to(torch.float32), int(round(sample_rate * speed)), sample_rate)
 
 
 def teacher_forced_batch_loss(
@@ -348,7 +345,7 @@ class SpeakerTraining:
     def prepare(
         cls,
         backbone: Backbone,
-        utterances: Sequence[tuple[torch.Tensor, str]],
+        utterances: Sequence[tuple[Audio, str]],
         options: LoopOptions,
         device: torch.device,
         started: float,

@@ -105,6 +105,8 @@ def options_record(options: Any, names: RecordNames) -> dict[str, Any]:
     """The options as one flat JSON-ready dict: each schedule's fields under their record names, in field order."""
     record: dict[str, Any] = {}
     for f in fields(options):
+        if not f.metadata.get("record", True):  # changes memory or speed, never the result: not part of identity
+            continue
         value = getattr(options, f.name)
         if f.name in names:
             for sf in fields(value):

@@ -227,3 +227,17 @@ def test_memory_holds_the_16k_output_not_the_original_signal():
     output_mb = decoded.waveform.numel() * 4 / 2**20
     assert abs(decoded.duration_s - 120.0) < 1e-3
     assert growth.mb < output_mb + 8, (growth.mb, output_mb)  # + one 2-MB block and the allocator's slack
+
+
+def test_encoded_audio_knows_its_length_from_the_header_and_decodes_on_load():
+    from hra.audio import EncodedAudio
+
+    wave = torch.from_numpy(_tone(SAMPLE_RATE, 1, seconds=1.3)[:, 0])
+    data = encode_flac(wave)
+    audio = EncodedAudio(data)
+    assert audio.num_samples == wave.numel() and len(data) < wave.numel() * 4 / 2  # far smaller than float32
+    assert torch.equal(audio.load(), decode_audio(data).waveform)
+    with pytest.raises(AudioDecodeError, match="16 kHz mono"):
+        EncodedAudio(_encode(_tone(44100, 2), 44100, "WAV", "PCM_16"))
+    with pytest.raises(AudioDecodeError):
+        EncodedAudio(b"not audio at all")

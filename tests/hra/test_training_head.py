@@ -158,3 +158,43 @@ def test_the_prior_is_looked_up_beside_the_foundations_controller(tmp_path, foun
     elsewhere = dc_replace(foundation, controller_source=str(controller_file))
     assert prior_path("ffn", elsewhere) == tmp_path / "prior_ffn.safetensors"
     assert prior_path("ffn", dc_replace(foundation, controller_source="random (test)")).parent == ASSETS_DIR
+
+
+class CountingSource:
+    """An ``AudioSource`` that counts its decodes (what ``hra.audio.EncodedAudio`` does with FLAC bytes)."""
+
+    def __init__(self, waveform: torch.Tensor) -> None:
+        self._waveform = waveform.clone()
+        self.num_samples = waveform.numel()
+        self.loads = 0
+
+    def load(self) -> torch.Tensor:
+        self.loads += 1
+        return self._waveform.clone()
+
+
+def test_streamed_audio_past_the_feature_budget_trains_the_same_head(foundation, utterances):
+    """No features kept and the audio decoded on each use: the same head, bit for bit, as everything cached."""
+    options = HeadTrainingOptions(**{**FAST.__dict__, "max_epochs": 3, "speed_perturb": (0.9, 1.1)})
+    cached = train_head(foundation, utterances, options).head
+    sources = [CountingSource(w) for w, _ in utterances]
+    streamed_options = HeadTrainingOptions(**{**options.__dict__, "feature_cache_bytes": 0})
+    streamed = train_head(foundation, [(s, t) for s, (_, t) in zip(sources, utterances)], streamed_options).head
+    assert all(torch.equal(x, y) for x, y in zip(cached.state_dict().values(), streamed.state_dict().values()))
+    assert min(s.loads for s in sources) >= 3  # prepared once, then decoded again for every epoch that used it
+    assert "feature_cache_bytes" not in options.to_record()  # memory only: not part of a result's identity
+
+
+def test_the_feature_budget_keeps_the_first_batches_and_makes_the_rest_on_use(foundation, utterances):
+    from hra.training.data import FeatureBudget
+
+    bb = foundation.backbone
+    targets = [bb.token_ids(t) for _, t in utterances]
+    waves = [w for w, _ in utterances]
+    everything = prepare_batches(bb, waves, targets, range(len(utterances)), 200, foundation.device)
+    first = everything[0].encoder_input.features
+    budget = FeatureBudget(first.numel() * first.element_size())
+    batches = prepare_batches(bb, waves, targets, range(len(utterances)), 200, foundation.device, budget=budget)
+    assert [b.cached for b in batches] == [True] + [False] * (len(batches) - 1) and len(batches) > 1
+    for kept, made in zip(everything, batches):
+        assert torch.equal(kept.encoder_input.features, made.encoder_input.features) and kept.indices == made.indices
