@@ -13,11 +13,17 @@ from collections.abc import Sequence
 import torch
 
 from hra.backbone.base import Backbone
+from hra.backbone.features import WINDOW_FRAMES
 from hra.foundation import Foundation
 from hra.adapter.heads import Head
 from hra.adapter.hook import HRAHook
 
 SAMPLE_RATE = 16000
+SAMPLES_PER_POSITION = 320  # Whisper: 100 mel frames/s, halved by the encoder's stride-2 convolution
+# One encoder pass holds at most this many positions (rows x context): 4 utterances in Whisper's 30-s window, ~24
+# in the 5-s head context. Per utterance a pass of 4 costs what a pass of 16 does, but peak memory grows with the
+# rows (30-s window, one thread: +71 MB for 4, +246 MB for 8, +411 MB for 16 over the loaded model).
+MAX_BATCH_POSITIONS = 4 * 1500
 
 
 def check_head_fits(head: Head, foundation: Foundation) -> None:
@@ -85,14 +91,38 @@ def decode_encoded(
     return results if detailed else [r.text for r in results]
 
 
+def encoder_positions(backbone: Backbone, num_samples: int) -> int:
+    """Encoder positions an utterance occupies in ``backbone``'s context (its own length when the backbone has no
+    context policy)."""
+    context = getattr(getattr(backbone, "options", None), "context", None)
+    if context is None:
+        return max(1, -(-num_samples // SAMPLES_PER_POSITION))
+    # Longer than the window: counted as the window here; ``prepare`` refuses it with its own error.
+    return context.context_frames(min(num_samples // (SAMPLES_PER_POSITION // 2), WINDOW_FRAMES)) // 2
+
+
+def passes(lengths: list[int], batch_size: int, max_positions: int) -> list[list[int]]:
+    """Indices of ``lengths`` (encoder positions, sorted ascending) in consecutive passes of at most ``batch_size``
+    rows and ``max_positions`` positions (rows x the longest; one row always fits)."""
+    out: list[list[int]] = []
+    for i, length in enumerate(lengths):
+        if out and len(out[-1]) < batch_size and (len(out[-1]) + 1) * length <= max_positions:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
 @torch.inference_mode()
 def transcribe(
     foundation: Foundation,
     waveforms: list[torch.Tensor],
     heads: list[Head | None] | None = None,
     batch_size: int = 16,
+    max_batch_positions: int = MAX_BATCH_POSITIONS,
 ) -> list[str]:
-    """Mono float32 16 kHz waveforms (N,) -> texts; batches of at most ``batch_size`` samples, mixed heads.
+    """Mono float32 16 kHz waveforms (N,) -> texts; passes of at most ``batch_size`` samples and
+    ``max_batch_positions`` encoder positions, mixed heads.
 
     Samples with a head run in the context heads were trained in (one pass for all heads of a batch); samples
     without one get the base model exactly as served (``foundation.serving_base``).
@@ -101,8 +131,8 @@ def transcribe(
         heads = [None] * len(waveforms)
     if len(heads) != len(waveforms):
         raise ValueError(f"{len(waveforms)} waveforms but {len(heads)} heads")
-    if batch_size <= 0:
-        raise ValueError("batch_size must be positive")
+    if batch_size <= 0 or max_batch_positions <= 0:
+        raise ValueError("batch_size and max_batch_positions must be positive")
     for head in heads:
         if head is not None:
             check_head_fits(head, foundation)
@@ -112,8 +142,9 @@ def transcribe(
     for rows_of_kind, backbone in ((adapted, foundation.backbone), (base, foundation.serving_base)):
         # Similar lengths together: less padding; results come back in the caller's order.
         order = sorted(rows_of_kind, key=lambda i: waveforms[i].numel())
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        lengths = [encoder_positions(backbone, waveforms[i].numel()) for i in order]
+        for members in passes(lengths, batch_size, max_batch_positions):
+            rows = [order[m] for m in members]
             encoder_out, batch, decoder_hook = encode_with_heads(
                 foundation, [waveforms[i] for i in rows], [heads[i] for i in rows], backbone
             )

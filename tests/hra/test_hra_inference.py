@@ -38,3 +38,23 @@ def test_samples_without_a_head_are_served_by_the_base_serving_backbone():
     assert [mixed[0], mixed[2]] == transcribe(make_fake_foundation(seed=7), [waves[0], waves[2]])
     # A zero-output head runs in the head context: the head-context backbone, not the base serving one.
     assert mixed[1] == transcribe(adapted_view, [waves[1]])[0]
+
+
+def test_passes_are_bounded_by_positions_and_give_the_same_texts(monkeypatch):
+    import hra.inference
+    from hra.inference import passes
+
+    assert passes([100, 100, 200, 250, 1500], batch_size=16, max_positions=600) == [[0, 1, 2], [3], [4]]
+    assert passes([10] * 5, batch_size=2, max_positions=10**6) == [[0, 1], [2, 3], [4]]
+    foundation = make_fake_foundation()
+    waves = [w for w, _ in fake_utterances(6, seed=3)]
+    sizes = []
+    real = hra.inference.encode_with_heads
+    monkeypatch.setattr(hra.inference, "encode_with_heads",
+                        lambda f, w, h, b: sizes.append(len(w)) or real(f, w, h, b))
+    unbounded = transcribe(foundation, waves, batch_size=16, max_batch_positions=10**9)
+    assert sizes == [6]
+    longest = max(hra.inference.encoder_positions(foundation.serving_base, w.numel()) for w in waves)
+    sizes.clear()
+    assert transcribe(foundation, waves, batch_size=16, max_batch_positions=2 * longest) == unbounded
+    assert max(sizes) <= 2 and sum(sizes) == 6
