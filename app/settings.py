@@ -338,12 +338,12 @@ class Settings(BaseSettings):
         ),
     )
 
-    # Serving (app/engine.py): one engine thread batches the utterances of concurrent requests. A request waits at
-    # most this long for others to join its batch (counted from when it was queued; 0: take only what is queued) ...
+    # Serving (app/engine.py): engine threads batch the utterances of concurrent requests. A request waits at most
+    # this long for others to join its batch (counted from when it was queued; 0: take only what is queued) ...
     engine_batch_wait_ms: float = Field(
         default=5.0, ge=0, le=1000,
         description=(
-            "serving: one engine thread batches the utterances of concurrent requests (`app/engine.py`); a "
+            "serving: engine threads batch the utterances of concurrent requests (`app/engine.py`); a "
             "request waits at most this long for others to join its batch"
         ),
     )
@@ -352,8 +352,8 @@ class Settings(BaseSettings):
         default=2, ge=1, le=64,
         description=(
             "serving: engine threads that run model passes at the same time, each on `torch_threads` threads "
-            "(a core each): 2 on the 2-core machine served 1.65-1.78x the utterances per second of 1; the "
-            "batch waiting is split among the idle ones"
+            "(a core each): 2 on the 2-core machine served 1.65-1.78x the utterances per second of 1; what is "
+            "waiting is split among the idle ones"
         ),
     )
     # ... of at most this many utterances (base-model and head utterances run as separate passes of one batch).
