@@ -356,13 +356,17 @@ class Settings(BaseSettings):
             "waiting is split among the idle ones"
         ),
     )
-    # ... of at most this many utterances (base-model and head utterances run as separate passes of one batch).
+    # ... of at most this many utterances (base-model and head utterances run as separate passes of one batch). On
+    # one CPU thread, per utterance, a pass of 4 costs what a pass of 16 does (heads 0.461 / 0.463 s, base 1.63 s
+    # both; one at a time: heads 0.560, base 1.77): a larger batch only makes its members wait for each other, and
+    # what a runner has gathered cannot go to another that comes free (16 clients, batches of 16: base p95 26 s).
+    # On a GPU, where larger passes keep paying, raise it.
     engine_max_batch_size: int = Field(
-        default=16, ge=1, le=256,
+        default=4, ge=1, le=256,
         description=(
-            "... of at most this many utterances (base-model and head utterances: separate passes). 4 clients, 1 "
-            "thread, beam 5: heads 1.9x the throughput of one pass at a time, base 1.14x, texts identical "
-            "(`benchmarks/engine_concurrency.py`)"
+            "... of at most this many utterances (base-model and head utterances: separate passes). On one CPU "
+            "thread a pass of 4 costs per utterance what one of 16 does, and larger batches only add waiting; "
+            "raise it on a GPU"
         ),
     )
     # Parsed heads kept in memory (least recently used out first), by head id; 64 MiB holds ~650 linear heads
