@@ -347,15 +347,6 @@ class Settings(BaseSettings):
             "request waits at most this long for others to join its batch"
         ),
     )
-    # Engine threads: each runs one pass at a time on one torch thread; the queue is shared among the idle ones.
-    engine_threads: int = Field(
-        default=2, ge=1, le=64,
-        description=(
-            "serving: engine threads that run model passes at the same time, each on `torch_threads` threads "
-            "(a core each): 2 on the 2-core machine served 1.65-1.78x the utterances per second of 1; what is "
-            "waiting is split among the idle ones"
-        ),
-    )
     # ... of at most this many utterances (base-model and head utterances run as separate passes of one batch). On
     # one CPU thread, per utterance, a pass of 4 costs what a pass of 16 does (heads 0.461 / 0.463 s, base 1.63 s
     # both; one at a time: heads 0.560, base 1.77): a larger batch only makes its members wait for each other, and
@@ -367,6 +358,15 @@ class Settings(BaseSettings):
             "... of at most this many utterances (base-model and head utterances: separate passes). On one CPU "
             "thread a pass of 4 costs per utterance what one of 16 does, and larger batches only add waiting; "
             "raise it on a GPU"
+        ),
+    )
+    # Engine threads: each runs one pass at a time on one torch thread; the queue is shared among the idle ones.
+    engine_threads: int = Field(
+        default=2, ge=1, le=64,
+        description=(
+            "serving: engine threads that run model passes at the same time, each on `torch_threads` threads "
+            "(a core each): 2 on the 2-core machine served 1.65-1.78x the utterances per second of 1; what is "
+            "waiting is split among the idle ones"
         ),
     )
     # Parsed heads kept in memory (least recently used out first), by head id; 64 MiB holds ~650 linear heads

@@ -13,13 +13,12 @@ from collections.abc import Sequence
 import torch
 
 from hra.backbone.base import Backbone
-from hra.backbone.features import WINDOW_FRAMES
+from hra.backbone.features import HOP_LENGTH, WINDOW_FRAMES
 from hra.foundation import Foundation
 from hra.adapter.heads import Head
 from hra.adapter.hook import HRAHook
 
 SAMPLE_RATE = 16000
-SAMPLES_PER_POSITION = 320  # Whisper: 100 mel frames/s, halved by the encoder's stride-2 convolution
 # One encoder pass holds at most this many positions (rows x context): 4 utterances in Whisper's 30-s window, ~24
 # in the 5-s head context. Per utterance a pass of 4 costs what a pass of 16 does, but peak memory grows with the
 # rows (30-s window, one thread: +71 MB for 4, +246 MB for 8, +411 MB for 16 over the loaded model).
@@ -96,9 +95,9 @@ def encoder_positions(backbone: Backbone, num_samples: int) -> int:
     context policy)."""
     context = getattr(getattr(backbone, "options", None), "context", None)
     if context is None:
-        return max(1, -(-num_samples // SAMPLES_PER_POSITION))
+        return max(1, -(-num_samples // (2 * HOP_LENGTH)))  # the encoder's stride-2 convolution halves the frames
     # Longer than the window: counted as the window here; ``prepare`` refuses it with its own error.
-    return context.context_frames(min(num_samples // (SAMPLES_PER_POSITION // 2), WINDOW_FRAMES)) // 2
+    return context.context_frames(min(num_samples // HOP_LENGTH, WINDOW_FRAMES)) // 2
 
 
 def passes(lengths: list[int], batch_size: int, max_positions: int) -> list[list[int]]:

@@ -15,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import soundfile as sf
 import torch
@@ -52,7 +52,6 @@ def frame_bounded_batches(lengths: Sequence[int], max_batch_frames: int, max_bat
     return batches
 
 
-@runtime_checkable
 class AudioSource(Protocol):
     """Audio decoded when used: its length without decoding, its 16 kHz mono float32 waveform on ``load()``."""
 
@@ -98,15 +97,21 @@ class SpeedPerturb:
 
 
 class FeatureBudget:
-    """Bytes of features that may stay cached, shared by all of an enrollment's batches (first come, first kept)."""
+    """Bytes of features that may stay cached, shared by all of an enrollment's batches: first come, first kept,
+    and once one batch does not fit, no later one is kept (so later batches need not be made to be measured)."""
 
     def __init__(self, max_bytes: int) -> None:
         if max_bytes < 0:
             raise ValueError("max_bytes must be >= 0")
         self.left = int(max_bytes)
 
+    @property
+    def spent(self) -> bool:
+        return self.left == 0
+
     def take(self, nbytes: int) -> bool:
         if nbytes > self.left:
+            self.left = 0
             return False
         self.left -= nbytes
         return True
@@ -166,9 +171,8 @@ def prepare_batches(
     batches = []
     for group in frame_bounded_batches(lengths, max_batch_frames):
         rows = [indices[g] for g in group]
-        enc = features(rows)
-        nbytes = enc.features.numel() * enc.features.element_size()
-        if budget is None or budget.take(nbytes):
+        enc = None if budget is not None and budget.spent else features(rows)
+        if enc is not None and (budget is None or budget.take(enc.features.numel() * enc.features.element_size())):
             batches.append(PreparedBatch(enc, [targets[i] for i in rows], rows))
         else:
             batches.append(PreparedBatch(None, [targets[i] for i in rows], rows,
