@@ -40,11 +40,24 @@ def corpus(tmp_path_factory):
     return root / "manifest.jsonl"
 
 
-def _trainer(corpus, tmp_path, options=OPTIONS):
+def _trainer(corpus, tmp_path, options=OPTIONS, clock=None):
     bb = FakeBackbone()
     train = load_manifest_utterances(corpus, bb, "controller", "train")
     holdout = load_manifest_utterances(corpus, bb, "controller", "eval", per_voice=1)
-    return ControllerTrainer(bb, train, holdout, options, tmp_path / "work")
+    extra = {"clock": clock} if clock else {}
+    return ControllerTrainer(bb, train, holdout, options, tmp_path / "work", **extra)
+
+
+class SteppingClock:
+    """Advances a fixed amount each time it is read: the budget runs out after a known number of readings,
+    however fast or loaded the machine is."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
 
 
 def test_manifest_loading_selects_group_split_and_count(corpus):
@@ -92,11 +105,18 @@ def test_resume_continues_from_the_checkpoint(corpus, tmp_path):
 
 
 def test_time_budget_ends_both_phases_with_a_partial_epoch_record(corpus, tmp_path):
-    trainer = _trainer(corpus, tmp_path, replace(OPTIONS, epochs=1000, prior_epochs=1000, max_seconds=3.0))
-    result = trainer.run()
-    assert result["seconds"] < 15
-    partial = [h for h in result["history"] if h.get("complete") is False]
-    assert {h["phase"] for h in partial} <= {1, 2} and partial and "train_loss" in partial[0]
+    steps_per_epoch = len(_trainer(corpus, tmp_path)._epoch_batches(shuffle=False))
+    assert steps_per_epoch >= 3, "the corpus must give epochs of several steps for a budget to end mid-epoch"
+    # Phase 1 gets 0.75 of 3.0 s = 45 readings, phase 2 the rest: both run out long before 1000 epochs, and a
+    # reading per step makes the budget land inside an epoch, not between two.
+    options = replace(OPTIONS, epochs=1000, prior_epochs=1000, max_seconds=3.0, checkpoint_seconds=1e9)
+    result = _trainer(corpus, tmp_path, options, clock=SteppingClock(0.05)).run()
+    history = result["history"]
+    partial = [h for h in history if h.get("complete") is False]
+    assert [h["phase"] for h in partial] == [1, 2]
+    assert all(h["train_loss"] > 0 for h in partial)
+    assert max(h["epoch"] for h in history) < 1000
+    assert 3.0 <= result["seconds"] < 3.0 + 1.0
 
 
 def test_meta_episodes_train_controller_and_prior_and_resume(corpus, tmp_path):
