@@ -145,7 +145,10 @@ class Settings(BaseSettings):
     # the real recordings, shuffled and joined with 0.2-1.5 s pauses (speaker changes at most pauses), beam 5: 8 s
     # keeps WER within 0.004 of transcribing each recording alone (base 0.056 vs 0.053; the linear prior head 0.076
     # vs 0.080); 10 s: 0.086 / 0.096; 20 s: 0.081 / 0.165 (Whisper tiny ends a window early when the speaker
-    # changes inside it). Short chunks are also the utterance-length audio heads were trained on.
+    # changes inside it). Short chunks are also the utterance-length audio heads were trained on. Tried again on the
+    # 10-min file, one thread: 30-s chunks across pauses of any length (faster-whisper's batched pipeline) 11.2x real
+    # time but WER 0.120 (5 of 21 windows ended after a sentence or looped); the same with each window that gave
+    # under 10 characters per second of speech decoded again in halves: WER 0.053 at 7.5x, vs 8 s: 0.050 at 7.0x.
     longform_chunk_seconds: float = Field(
         default=8.0, gt=0, le=30.0,
         description=(
