@@ -20,6 +20,9 @@ from hra.adapter.artifacts import head_from_bytes
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "speaker_ptbr"
 TERMINAL_STATES = {"promoted", "rejected", "failed", "cancelled"}
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
+# The job asks for 4 epochs (the server's default is 12), a budget users may set too: on this speaker 4 epochs cut
+# held-out WER from 1.04 to 0.54 (12: 0.47) in half the training time, and the suite walks through twice.
+EPOCHS = 4
 
 
 def load_manifest() -> list[dict]:
@@ -61,7 +64,7 @@ def walk_through(service) -> None:
         listed = client.get(f"/v1/speakers/{speaker_id}/utterances").json()
         assert len(listed["items"] if isinstance(listed, dict) else listed) == len(rows)
 
-        job = client.post(f"/v1/speakers/{speaker_id}/adaptations", json={"head_type": "linear"})
+        job = client.post(f"/v1/speakers/{speaker_id}/adaptations", json={"head_type": "linear", "max_epochs": EPOCHS})
         assert job.status_code == 202, job.text
         again = client.post(f"/v1/speakers/{speaker_id}/adaptations", json={"head_type": "linear"})
         assert again.status_code == 409
