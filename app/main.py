@@ -10,12 +10,13 @@ from app.api import openai_audio
 from app.api import head_versions, job_events, web
 from app.api.uploads import MULTIPART_OVERHEAD, TRANSCRIPTION_PATHS, BodySizeLimit
 from app.container import Services, build_services
+from app.error_handlers import ErrorResponse, error_responses, install_error_handlers
 from app.metrics import install_metrics
 from app.middleware import RequestGuard
 from app.settings import Settings, get_settings
 
-_V1_ERRORS = errors.error_responses(errors.Unauthorized)
-_V1_ERRORS[422] = {"model": errors.ErrorResponse, "description": "Error codes: `validation_error` and others"}
+_V1_ERRORS = error_responses(errors.Unauthorized)
+_V1_ERRORS[422] = {"model": ErrorResponse, "description": "Error codes: `validation_error` and others"}
 
 
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
@@ -32,7 +33,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         ),
     )
     app.state.services = services
-    errors.install_error_handlers(app)
+    install_error_handlers(app)
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=services.settings.max_upload_bytes + MULTIPART_OVERHEAD,

@@ -30,6 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app import errors
 from app.api.uploads import MULTIPART_OVERHEAD, TRANSCRIPTION_PATHS
 from app.container import Services
+from app.error_handlers import render_error
 from app.security import INVALID_KEY_MESSAGE, authenticate
 
 AUTHENTICATED_PREFIX = "/v1/"
@@ -91,7 +92,7 @@ class RequestGuard:
             known = await run_in_threadpool(self._key_is_known, key)
         except (OperationalError, PoolTimeout):
             db_down = errors.DatabaseUnavailable
-            return errors.render_error(Request(scope), db_down.status_code, db_down.code, db_down.message)
+            return render_error(Request(scope), db_down.status_code, db_down.code, db_down.message)
         return None if known else _unauthorized(scope, INVALID_KEY_MESSAGE)
 
     def _key_is_known(self, key: str) -> bool:
@@ -130,13 +131,13 @@ class RequestGuard:
 
 def _unauthorized(scope: Scope, message: str) -> Response:
     unauthorized = errors.Unauthorized
-    return errors.render_error(
+    return render_error(
         Request(scope), unauthorized.status_code, unauthorized.code, message, {"WWW-Authenticate": "Bearer"}
     )
 
 
 def _too_large(scope: Scope, limit: int) -> Response:
     too_large = errors.PayloadTooLarge
-    return errors.render_error(
+    return render_error(
         Request(scope), too_large.status_code, too_large.code, f"request body larger than {limit} bytes"
     )

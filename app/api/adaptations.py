@@ -10,6 +10,7 @@ from fastapi import APIRouter, status
 from app import errors
 from app.api.deps import AppSettings, DbSession, Queue
 from app.api.views import job_out
+from app.error_handlers import error_responses
 from app.schemas import AdaptationCreate, JobOut
 from app.security import CurrentTenant
 from app.services import jobs as job_service
@@ -25,7 +26,7 @@ router = APIRouter(prefix="/v1/speakers/{speaker_id}/adaptations", tags=["adapta
 @router.post(
     "",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.MalformedBody,
         errors.SpeakerNotFound,
         errors.JobAlreadyActive,

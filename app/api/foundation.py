@@ -8,6 +8,7 @@ from fastapi import APIRouter, Response
 
 from app import errors
 from app.api.deps import ML
+from app.error_handlers import error_responses
 from app.ml import ModelUnavailable
 from app.schemas import FoundationOut
 from app.security import CurrentTenant
@@ -15,7 +16,7 @@ from app.security import CurrentTenant
 router = APIRouter(prefix="/v1/foundation", tags=["foundation"])
 
 
-@router.get("", responses=errors.error_responses(errors.FoundationUnavailable))
+@router.get("", responses=error_responses(errors.FoundationUnavailable))
 def describe_foundation(tenant: CurrentTenant, ml: ML) -> FoundationOut:
     """Backbone and controller: names, fingerprints, configs, sizes; and the head types they accept."""
     try:
@@ -29,7 +30,7 @@ def describe_foundation(tenant: CurrentTenant, ml: ML) -> FoundationOut:
     response_class=Response,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "safetensors weights"},
-        **errors.error_responses(errors.FoundationUnavailable),
+        **error_responses(errors.FoundationUnavailable),
     },
 )
 def download_foundation_part(part: Literal["backbone", "controller"], tenant: CurrentTenant, ml: ML) -> Response:

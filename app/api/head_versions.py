@@ -14,6 +14,7 @@ from sqlalchemy import select
 from app import errors
 from app.api.deps import DbSession
 from app.api.views import heads_out
+from app.error_handlers import error_responses
 from app.middleware import bearer_key
 from app.schemas import HeadChangeIn, HeadChangeOut, HeadEventList, HeadEventOut
 from app.security import CurrentTenant, hash_api_key
@@ -24,7 +25,7 @@ from storage.models import ApiKey, Tenant
 
 router = APIRouter(tags=["heads"])
 
-_CHANGE_ERRORS = errors.error_responses(errors.HeadNotFound, errors.HeadStatusConflict, errors.InvalidRequest)
+_CHANGE_ERRORS = error_responses(errors.HeadNotFound, errors.HeadStatusConflict, errors.InvalidRequest)
 
 
 def actor_of(request: Request, db: DbSession, tenant: Tenant) -> job_service.Actor:
@@ -63,7 +64,7 @@ def retire_head(
     return HeadChangeOut(head=heads_out(db, [head])[0], event=HeadEventOut.model_validate(event))
 
 
-@router.get("/v1/speakers/{speaker_id}/head-events", responses=errors.error_responses(errors.SpeakerNotFound))
+@router.get("/v1/speakers/{speaker_id}/head-events", responses=error_responses(errors.SpeakerNotFound))
 def list_head_events(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadEventList:
     """Manual promotions and retirements of the speaker's head versions, newest first: who, when, why."""
     speaker = speaker_service.get_speaker(db, tenant.id, speaker_id)

@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from app import errors
 from app.api.deps import ML, DbSession, Store
 from app.api.views import heads_out
+from app.error_handlers import error_responses
 from app.schemas import HeadList, HeadOut
 from app.security import CurrentTenant
 from app.services import erasure
@@ -20,14 +21,14 @@ from storage.errors import ObjectNotFound
 router = APIRouter(tags=["heads"])
 
 
-@router.get("/v1/speakers/{speaker_id}/heads", responses=errors.error_responses(errors.SpeakerNotFound))
+@router.get("/v1/speakers/{speaker_id}/heads", responses=error_responses(errors.SpeakerNotFound))
 def list_heads(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadList:
     """Every head version of the speaker (oldest first) with its status and evaluation."""
     speaker = speaker_service.get_speaker(db, tenant.id, speaker_id)
     return HeadList(items=heads_out(db, head_service.list_heads(db, speaker.id)))
 
 
-@router.get("/v1/heads/{head_id}", responses=errors.error_responses(errors.HeadNotFound))
+@router.get("/v1/heads/{head_id}", responses=error_responses(errors.HeadNotFound))
 def get_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadOut:
     head = head_service.get_head(db, tenant.id, head_id)
     return heads_out(db, [head])[0]
@@ -37,7 +38,7 @@ def get_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> HeadOu
     "/v1/heads/{head_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     response_class=Response,
-    responses=errors.error_responses(errors.HeadNotFound, errors.HeadInUse),
+    responses=error_responses(errors.HeadNotFound, errors.HeadInUse),
 )
 def delete_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store, ml: ML) -> Response:
     """Delete one head version: its row, then its artifact. Deleting the version in service puts back the newest
@@ -56,7 +57,7 @@ def delete_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store:
     response_class=StreamingResponse,
     responses={
         200: {"content": {"application/octet-stream": {}}, "description": "The head's safetensors file."},
-        **errors.error_responses(errors.HeadNotFound, errors.ArtifactNotFound, errors.ObjectStoreUnavailable),
+        **error_responses(errors.HeadNotFound, errors.ArtifactNotFound, errors.ObjectStoreUnavailable),
     },
 )
 def download_head(head_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store) -> StreamingResponse:

@@ -35,6 +35,7 @@ from app import errors
 from app.api.deps import DbSession, get_services
 from app.api.views import job_out
 from app.container import Services
+from app.error_handlers import error_responses
 from app.security import CurrentTenant
 from app.services import jobs as job_service
 
@@ -108,7 +109,7 @@ async def job_event_stream(
             "description": "Server-Sent Events `job` (on every change), then `end` with the final job; see the "
             "route's description.",
         },
-        **errors.error_responses(errors.JobNotFound),
+        **error_responses(errors.JobNotFound),
     },
 )
 def job_events(

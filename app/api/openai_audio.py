@@ -22,7 +22,7 @@ Any OpenAI client works against these routes with ``base_url=<server>/v1`` and a
   error after the stream began is sent as a last event ``{"error": {...}}`` (OpenAI's shape; the official client
   raises it).
 
-Errors on these routes are in OpenAI's shape (``app.errors.render_error``). Responses carry ``x-hra-model`` (the
+Errors on these routes are in OpenAI's shape (``app.render_error``). Responses carry ``x-hra-model`` (the
 model resolved) and, when a head transcribed, ``x-hra-head-id``.
 """
 
@@ -47,6 +47,7 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
+from app.error_handlers import openai_error_body, openai_error_responses, render_error
 from app.ml import HeadRef
 from app.schemas import refuse_control_characters
 from app.security import CurrentTenant
@@ -81,7 +82,7 @@ _ERRORS = (
     errors.ObjectStoreUnavailable,
 )
 
-router = APIRouter(tags=["openai-compatible"], responses=errors.openai_error_responses(errors.Unauthorized))
+router = APIRouter(tags=["openai-compatible"], responses=openai_error_responses(errors.Unauthorized))
 
 
 # ---- models ---------------------------------------------------------------------------------------------------
@@ -172,7 +173,7 @@ def list_models(tenant: CurrentTenant, db: DbSession) -> ModelList:
     return ModelList(data=data)
 
 
-@router.get("/v1/models/{model}", responses=errors.openai_error_responses(errors.ModelNotFound))
+@router.get("/v1/models/{model}", responses=openai_error_responses(errors.ModelNotFound))
 def retrieve_model(model: str, tenant: CurrentTenant, db: DbSession) -> ModelOut:
     """One model of ``GET /v1/models``, by its id (a speaker also by its ``external_id``)."""
     resolved = resolve_model(db, tenant, model)
@@ -250,7 +251,7 @@ def _stream(batches: Iterator[list[longform.Segment]], response_format: str, dur
                 yield _event(fmt.stream_segment_event(segment, response_format))
     except errors.AppError as exc:
         logger.warning("transcription stream failed: %s: %s", exc.code, exc.message)
-        yield _event(errors.openai_error_body(exc.status_code, exc.code, exc.message, exc.param)[1])
+        yield _event(openai_error_body(exc.status_code, exc.code, exc.message, exc.param)[1])
         return
     if response_format in ("json", "verbose_json"):
         yield _event(fmt.stream_done_event(sent, duration))
@@ -268,7 +269,7 @@ _FORMATS_DOC = {
 @router.post(
     "/v1/audio/transcriptions",
     response_model=TranscriptionJson,
-    responses={200: {"content": _FORMATS_DOC}, **errors.openai_error_responses(*_ERRORS)},
+    responses={200: {"content": _FORMATS_DOC}, **openai_error_responses(*_ERRORS)},
 )
 def create_transcription(
     tenant: CurrentTenant,

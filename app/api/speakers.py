@@ -8,14 +8,8 @@ from fastapi import APIRouter, Query, Response, status
 
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.views import speaker_out, speakers_out
-from app.errors import (
-    MalformedBody,
-    ObjectStoreUnavailable,
-    QuotaExceeded,
-    SpeakerExists,
-    SpeakerNotFound,
-    error_responses,
-)
+from app.error_handlers import error_responses
+from app.errors import MalformedBody, ObjectStoreUnavailable, QuotaExceeded, SpeakerExists, SpeakerNotFound
 from app.schemas import SpeakerCreate, SpeakerList, SpeakerOut
 from app.security import CurrentTenant
 from app.services import erasure

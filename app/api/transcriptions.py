@@ -17,6 +17,7 @@ from fastapi import APIRouter, File, Form, UploadFile
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
+from app.error_handlers import error_responses
 from app.ml import HeadRef, MLService
 from app.schemas import TranscriptionOut
 from app.security import CurrentTenant
@@ -48,7 +49,7 @@ def _transcribe(ml: MLService, settings: Settings, data: bytes, head: HeadRef | 
 
 @router.post(
     "/v1/speakers/{speaker_id}/transcriptions",
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.SpeakerNotFound, errors.HeadNotFound, errors.HeadNotUsable, errors.ObjectStoreUnavailable, *_AUDIO_ERRORS
     ),
 )
@@ -84,7 +85,7 @@ def transcribe_for_speaker(
     return TranscriptionOut(text=text, head_id=used_id)
 
 
-@router.post("/v1/transcriptions", responses=errors.error_responses(*_AUDIO_ERRORS))
+@router.post("/v1/transcriptions", responses=error_responses(*_AUDIO_ERRORS))
 def transcribe_base(
     audio: Annotated[UploadFile, File(description="WAV, FLAC, OGG or MP3 (long recordings are split at pauses).")],
     tenant: CurrentTenant,

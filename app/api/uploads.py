@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from fastapi import UploadFile
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.errors import EmptyAudio, PayloadTooLarge, error_json, is_openai_path, openai_error_json
+from app.error_handlers import error_json, is_openai_path, openai_error_json
+from app.errors import EmptyAudio, PayloadTooLarge
 
 CHUNK = 1024 * 1024
 MULTIPART_OVERHEAD = 256 * 1024  # room for the other form fields and part headers

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
+from app.error_handlers import error_responses
 from app.schemas import NormalizedText, UtteranceList, UtteranceOut
 from app.security import CurrentTenant
 from app.services import erasure
@@ -23,7 +24,7 @@ router = APIRouter(prefix="/v1/speakers/{speaker_id}/utterances", tags=["utteran
 @router.post(
     "",
     status_code=status.HTTP_201_CREATED,
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.MalformedBody,
         errors.SpeakerNotFound,
         errors.PayloadTooLarge,
@@ -66,7 +67,7 @@ def upload_utterance(
     return UtteranceOut.model_validate(utterance)
 
 
-@router.get("", responses=errors.error_responses(errors.SpeakerNotFound))
+@router.get("", responses=error_responses(errors.SpeakerNotFound))
 def list_utterances(speaker_id: uuid.UUID, tenant: CurrentTenant, db: DbSession) -> UtteranceList:
     speaker = speaker_service.get_speaker(db, tenant.id, speaker_id)
     items = utterance_service.list_utterances(db, speaker.id)
@@ -93,7 +94,7 @@ class UtteranceErasureOut(BaseModel):
 
 @router.delete(
     "/{utterance_id}",
-    responses=errors.error_responses(errors.SpeakerNotFound, errors.UtteranceNotFound, errors.ObjectStoreUnavailable),
+    responses=error_responses(errors.SpeakerNotFound, errors.UtteranceNotFound, errors.ObjectStoreUnavailable),
 )
 def delete_utterance(
     speaker_id: uuid.UUID, utterance_id: uuid.UUID, tenant: CurrentTenant, db: DbSession, store: Store, ml: ML

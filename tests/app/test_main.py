@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from app.errors import is_openai_path
+from app.error_handlers import is_openai_path
 from app.security import hash_api_key
 from storage.models import ApiKey, Tenant
 from tests.app.conftest import assert_error
