@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.ml import HRAMLService, MLService
+from app.hra_ml import HRAMLService
+from app.ml import MLService
 from app.services.queue import CeleryTaskQueue, TaskQueue
 from app.settings import Settings
 from storage.db import make_engine, make_session_factory

@@ -41,7 +41,8 @@ sys.path.insert(0, str(REPO))
 
 import torch
 
-from app.ml import HeadRef, HRAMLService
+from app.hra_ml import HRAMLService
+from app.ml import HeadRef
 from app.settings import Settings
 
 UTTERANCES = [

@@ -1,4 +1,4 @@
-"""Service benchmark: the service's own ML path (``app.ml.HRAMLService``) on CUDA (or CPU), as a worker runs it.
+"""Service benchmark: the service's own ML path (``app.hra_ml.HRAMLService``) on CUDA (or CPU), as a worker runs it.
 
     python benchmarks/service_training.py --device cuda --out /tmp/service.json
     python -m hra.bench.device --device cuda --out benchmarks/results/device_h100.json \
@@ -58,7 +58,8 @@ def corpus_files(corpus: Path, voice: str, split: str, n: int) -> list[tuple[Pat
 
 
 def run_service(args: argparse.Namespace, work: Path) -> dict:
-    from app.ml import HRAMLService, TrainingRequest, resolve_device
+    from app.hra_ml import HRAMLService, resolve_device
+    from app.ml import TrainingRequest
     from app.settings import Settings
 
     settings = Settings(device=args.device, torch_threads=args.threads, var_dir=work / "var")

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from app.engine import HeadCache, TranscriptionEngine
-from app.ml import HeadRef, HRAMLService, IncompatibleHead
+from app.hra_ml import HRAMLService
+from app.ml import HeadRef, IncompatibleHead
 from storage.errors import ObjectNotFound
 from storage.models import Head, HeadStatus
 from tests.app.fakes import FakeML, tone

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from app.main import create_app
-from app.ml import HRAMLService
+from app.hra_ml import HRAMLService
 from storage.models import Utterance
 from tests.app.fakes import tone
 from tests.app.support import make_services, make_settings, seed_speaker

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from app.ml import HRAMLService, IncompatibleHead, InvalidAudio, ModelUnavailable, TrainingRequest, TrainingStopped
+from app.hra_ml import HRAMLService
+from app.ml import IncompatibleHead, InvalidAudio, ModelUnavailable, TrainingRequest, TrainingStopped
 from hra.errors import BackboneUnavailable
 from hra.adapter.artifacts import head_from_bytes, read_metadata
 from tests.app.fakes import tone

@@ -17,7 +17,7 @@ import pytest
 import soundfile as sf
 
 from app.main import create_app
-from app.ml import HRAMLService
+from app.hra_ml import HRAMLService
 from app.security import create_api_key
 from tests.app.openai_server import serve
 from tests.app.support import make_services, make_settings

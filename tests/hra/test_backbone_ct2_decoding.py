@@ -204,7 +204,7 @@ def test_load_foundation_refuses_an_unknown_decoder():
 @pytest.mark.parametrize("value", ["python", "ctranslate2"])
 def test_hra_decoder_setting_reaches_load_foundation(monkeypatch, tmp_path, value):
     import hra.foundation
-    from app.ml import HRAMLService
+    from app.hra_ml import HRAMLService
     from app.settings import Settings
 
     monkeypatch.setenv("HRA_DECODER", value)

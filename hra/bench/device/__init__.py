@@ -28,7 +28,7 @@ What an operator of a fleet of GPU workers wants to know before sending jobs to 
    Throughput: utterances/s (and audio seconds/s) mixed-batched, one-at-a-time, and one-head-for-all batched; on
    CUDA also a batch-size sweep.
 3. **Service** (not here: this package does not drive the service): ``benchmarks/service_training.py`` measures
-   ``app.ml.HRAMLService``'s path (foundation from the settings, ``decode_audio``, ``train``, ``transcribe`` with
+   ``app.hra_ml.HRAMLService``'s path (foundation from the settings, ``decode_audio``, ``train``, ``transcribe`` with
    and without the artifact, a warm-started second version) and, with ``--into OUT``, adds it to this command's
    record as ``service`` (with its errors): the record both used to write in one run, now in two commands.
    ``--sections service`` is refused with that command.
