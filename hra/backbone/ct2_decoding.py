@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hra.backbone.decoding import DecodeResult, DecodingOptions, compression_ratio, repeated_tail
+from hra.backbone.decoding import DecodeResult, DecodingOptions, repeated_tail, result_of, silenced
 from hra.backbone.tokenizer import WhisperTokenizer
 from hra.errors import BackboneUnavailable
 
@@ -161,7 +161,7 @@ class Ct2Decoder:
         lengths = [int(f) for f in frames.tolist()] if frames is not None else [encoder_out.shape[1]] * n
         limits = [options.token_limit(d) for d in durations_s]
         raw = self.generate_raw(encoder_out, lengths, limits, options)
-        results: list[DecodeResult | None] = [None] * n
+        results: list[DecodeResult] = []
         flagged: list[int] = []
         for b, (tokens, score, ns_prob) in enumerate(raw):
             result = self._finish(tokens, score, ns_prob, limits[b], options)
@@ -169,23 +169,14 @@ class Ct2Decoder:
                 flagged.append(b)
                 if fallback is None:
                     result = self._cut(result, limits[b], options)
-            results[b] = result
+            results.append(result)
         self.samples += n
         self.python_fallbacks += len(flagged)
         if flagged and fallback is not None:
             logger.debug("CTranslate2 decoding: %d of %d samples decoded again in Python", len(flagged), n)
             for b, redone in zip(flagged, fallback(flagged)):
                 results[b] = redone
-        out: list[DecodeResult] = []
-        for result in results:
-            assert result is not None
-            if options.guards and result.stop_reason != "no_speech" and (
-                result.no_speech_prob > options.no_speech_threshold and result.avg_logprob < options.logprob_threshold
-            ):
-                result = DecodeResult("", [], result.avg_logprob, result.no_speech_prob, 0.0, "no_speech",
-                                      result.fallback)
-            out.append(result)
-        return out
+        return [silenced(result, options) for result in results]
 
     def generate_raw(
         self,
@@ -252,17 +243,9 @@ class Ct2Decoder:
     def _finish(
         self, tokens: list[int], score: float, ns_prob: float, limit: int, options: DecodingOptions
     ) -> DecodeResult:
-        text = self.tokenizer.decode(tokens)
         sum_lp = score * max(len(tokens), 1)  # length_penalty 1: score = sum / tokens
         reason = "length" if len(tokens) >= limit else "eot"
-        return DecodeResult(
-            text=text,
-            tokens=tokens,
-            avg_logprob=sum_lp / (len(tokens) + 1),
-            no_speech_prob=ns_prob,
-            compression_ratio=compression_ratio(text),
-            stop_reason=reason,
-        )
+        return result_of(self.tokenizer, tokens, sum_lp / (len(tokens) + 1), ns_prob, reason)
 
     @staticmethod
     def _needs_python(result: DecodeResult, limit: int, options: DecodingOptions) -> bool:
@@ -282,8 +265,7 @@ class Ct2Decoder:
         if end is not None:
             tokens = tokens[: end - repeated_tail(tokens[:end], options)]
             reason = "loop"
-        text = self.tokenizer.decode(tokens)
-        return DecodeResult(text, tokens, result.avg_logprob, result.no_speech_prob, compression_ratio(text), reason)
+        return result_of(self.tokenizer, tokens, result.avg_logprob, result.no_speech_prob, reason)
 
 
 def first_loop_end(tokens: list[int], options: DecodingOptions) -> int | None:

@@ -113,6 +113,28 @@ def compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw)) if raw else 0.0
 
 
+def result_of(
+    tokenizer: WhisperTokenizer, tokens: list[int], avg_logprob: float, no_speech_prob: float, reason: StopReason,
+    fallback: bool = False,
+) -> DecodeResult:
+    """The result for ``tokens`` (both decoders): their text and its compression ratio."""
+    text = tokenizer.decode(tokens)
+    return DecodeResult(text, tokens, avg_logprob, no_speech_prob, compression_ratio(text), reason, fallback)
+
+
+def silenced(result: DecodeResult, options: DecodingOptions) -> DecodeResult:
+    """Whisper's no-speech rule (with the guards on): empty text when P(<|nocaptions|>) at the first position is
+    over ``no_speech_threshold`` and the average log-probability under ``logprob_threshold``."""
+    if (
+        options.guards
+        and result.stop_reason != "no_speech"
+        and result.no_speech_prob > options.no_speech_threshold
+        and result.avg_logprob < options.logprob_threshold
+    ):
+        return DecodeResult("", [], result.avg_logprob, result.no_speech_prob, 0.0, "no_speech", result.fallback)
+    return result
+
+
 def repeated_tail(tokens: list[int], options: DecodingOptions) -> int:
     """Number of tokens to drop if the tail of ``tokens`` is a loop (0 if none).
 
@@ -200,26 +222,13 @@ class GuardedDecoder:
                 result = retry if retry.compression_ratio < result.compression_ratio else result
                 if result.compression_ratio > opts.compression_ratio_threshold:
                     result = self._cut_to_ratio(result)
-            if opts.guards and (
-                result.no_speech_prob > opts.no_speech_threshold and result.avg_logprob < opts.logprob_threshold
-            ):
-                result = DecodeResult("", [], result.avg_logprob, result.no_speech_prob, 0.0, "no_speech")
-            results.append(result)
+            results.append(silenced(result, opts))
         return results
 
     def _finish(
         self, tokens: list[int], sum_lp: float, ns_prob: float, reason: StopReason, fallback: bool = False
     ) -> DecodeResult:
-        text = self.tokenizer.decode(tokens)
-        return DecodeResult(
-            text=text,
-            tokens=tokens,
-            avg_logprob=sum_lp / (len(tokens) + 1),
-            no_speech_prob=ns_prob,
-            compression_ratio=compression_ratio(text),
-            stop_reason=reason,
-            fallback=fallback,
-        )
+        return result_of(self.tokenizer, tokens, sum_lp / (len(tokens) + 1), ns_prob, reason, fallback)
 
     def _cut_to_ratio(self, result: DecodeResult) -> DecodeResult:
         threshold = self.options.compression_ratio_threshold
@@ -231,10 +240,8 @@ class GuardedDecoder:
                 lo = mid
             else:
                 hi = mid - 1
-        kept = tokens[:lo]
-        text = self.tokenizer.decode(kept)
-        return DecodeResult(
-            text, kept, result.avg_logprob, result.no_speech_prob, compression_ratio(text), "loop", result.fallback
+        return result_of(
+            self.tokenizer, tokens[:lo], result.avg_logprob, result.no_speech_prob, "loop", result.fallback
         )
 
     def _prompt_step(
