@@ -2,7 +2,7 @@
 errors of the layers below.
 
 Every error response has one shape, ``{"error": {"code": ..., "message": ...}}`` (an error's ``details`` add fields
-next to them: a 429 ``quota_exceeded`` carries ``quota``, ``limit`` and ``usage``): the domain errors below,
+next to them: a 429 ``quota_exceeded`` carries ``quota``, ``limit`` and ``usage``): the domain errors,
 FastAPI's request validation errors (422, code ``validation_error``), Starlette's own 404/405 and anything else
 that escapes a route (500, ``internal_error``; never for a client's mistake).
 
@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.errors import AppError, QuotaExceeded
+from app.errors import AppError, DatabaseUnavailable, QuotaExceeded
 from storage.errors import ObjectStoreUnavailable
 
 logger = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ Any OpenAI client works against these routes with ``base_url=<server>/v1`` and a
   error after the stream began is sent as a last event ``{"error": {...}}`` (OpenAI's shape; the official client
   raises it).
 
-Errors on these routes are in OpenAI's shape (``app.render_error``). Responses carry ``x-hra-model`` (the
+Errors on these routes are in OpenAI's shape (``app.error_handlers.render_error``). Responses carry ``x-hra-model`` (the
 model resolved) and, when a head transcribed, ``x-hra-head-id``.
 """
 
@@ -47,7 +47,7 @@ from sqlalchemy.orm import Session
 from app import errors
 from app.api.deps import ML, AppSettings, DbSession, Store
 from app.api.uploads import read_upload
-from app.error_handlers import openai_error_body, openai_error_responses, render_error
+from app.error_handlers import openai_error_body, openai_error_responses
 from app.ml import HeadRef
 from app.schemas import refuse_control_characters
 from app.security import CurrentTenant
