@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
 from hra.backbone.base import Backbone, DecoderHook, EncoderInput
