@@ -87,6 +87,7 @@ class HRAMLService:
             device=device,
             beam_size=self._settings.beam_size,
             decoder=self._settings.decoder,
+            encoder_dtype=self._settings.encoder_dtype,
             parallel_decodes=self._settings.engine_threads,  # the engine's runners decode at the same time
         )
 

@@ -340,6 +340,16 @@ class Settings(BaseSettings):
             "them"
         ),
     )
+    # The encoder's precision when nothing trains (transcription, the gate's evaluation; training is always
+    # float32). bfloat16 on a CPU with AVX512-BF16, one thread, beam 5: the base 1.24x faster, WER unchanged on the
+    # 16 real recordings (0.0533) and the four standard voices (0.1395 vs 0.1404), the prior head's too.
+    encoder_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto",
+        description=(
+            "the encoder's precision when nothing trains (training is always float32): `auto` = `bfloat16` on a CPU "
+            "with native bfloat16 (AVX512-BF16 or AMX), else `float32`"
+        ),
+    )
 
     # Serving (app/engine.py): engine threads batch the utterances of concurrent requests. A request waits at most
     # this long for others to join its batch (counted from when it was queued; 0: take only what is queued) ...

@@ -13,8 +13,9 @@ import hashlib
 import importlib.metadata
 import importlib.util
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -49,12 +50,28 @@ BASE_SERVING_CONTEXT = ContextPolicy("full")
 DEFAULT_CONTEXT = HEAD_CONTEXT
 
 
+EncoderDtype = Literal["float32", "bfloat16"]
+ENCODER_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
+
+
 @dataclass(frozen=True)
 class BackboneOptions:
-    """Frozen per-backbone behaviour: encoder context and decoding guards."""
+    """Frozen per-backbone behaviour: encoder context, decoding guards, and the encoder's precision at inference.
+
+    ``encoder_dtype`` "bfloat16": without gradients (transcription, the gate's evaluation) the encoder's matrix
+    products run in bfloat16 (autocast; its output is float32 again); with gradients (training) it stays float32,
+    so heads train exactly as before. Measured on a CPU with AVX512-BF16, one thread, beam 5: the base 1.24x faster
+    end to end (encoder + CTranslate2 decoding), WER unchanged (16 real recordings 0.0533 = 0.0533; 120 utterances
+    of the four standard voices 0.1395 vs 0.1404); the shipped prior head 1.1x, WER equal on both sets.
+    """
 
     context: ContextPolicy = DEFAULT_CONTEXT
     decoding: DecodingOptions = DecodingOptions()
+    encoder_dtype: EncoderDtype = "float32"
+
+    def __post_init__(self) -> None:
+        if self.encoder_dtype not in ENCODER_DTYPES:
+            raise ValueError(f"encoder_dtype must be one of {', '.join(ENCODER_DTYPES)}, not {self.encoder_dtype!r}")
 
 
 class WhisperBackbone:
@@ -104,7 +121,7 @@ class WhisperBackbone:
 
     def with_context(self, context: ContextPolicy) -> "WhisperBackbone":
         """Same weights and decoding options, another context policy."""
-        return self.with_options(BackboneOptions(context=context, decoding=self.options.decoding))
+        return self.with_options(replace(self.options, context=context))
 
     def describe(self) -> dict:
         """JSON-able description for GET /v1/foundation."""
@@ -118,6 +135,7 @@ class WhisperBackbone:
             "bytes_float32": n_params * 4,
             "context": {**asdict(self.options.context), "label": self.options.context.label},
             "decoding": asdict(self.options.decoding),
+            "encoder_dtype": self.options.encoder_dtype,
             "source": self.source,
         }
 
@@ -166,7 +184,12 @@ class WhisperBackbone:
         return EncoderInput(features=batch, frames=frames)
 
     def encode(self, batch: EncoderInput, hook: LayerHook | None = None) -> torch.Tensor:
-        """EncoderInput -> encoder output (B, T, D), T = features' F / 2; differentiable w.r.t. the hook."""
+        """EncoderInput -> encoder output (B, T, D), float32, T = features' F / 2; differentiable w.r.t. the hook
+        (with gradients on, always in float32: see ``BackboneOptions.encoder_dtype``)."""
+        if self.options.encoder_dtype == "bfloat16" and not torch.is_grad_enabled():
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
+                out = self.model.encoder(batch.features, batch.frames, hook)
+            return out.float()
         return self.model.encoder(batch.features, batch.frames, hook)
 
     def token_ids(self, text: str) -> list[int]:

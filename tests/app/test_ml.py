@@ -85,19 +85,25 @@ def test_a_foundation_that_cannot_load_is_model_unavailable(tmp_path):
         service.warm_up()
 
 
-def test_the_beam_size_and_engine_threads_settings_reach_the_foundation_loader(tmp_path, monkeypatch, foundation):
+def test_the_beam_size_engine_threads_and_encoder_dtype_settings_reach_the_foundation_loader(
+    tmp_path, monkeypatch, foundation
+):
     import hra.foundation
 
     calls = []
 
-    def fake_load_foundation(controller_path=None, device="cpu", beam_size=None, decoder=None, parallel_decodes=1):
-        calls.append((beam_size, parallel_decodes))
+    def fake_load_foundation(
+        controller_path=None, device="cpu", beam_size=None, decoder=None, parallel_decodes=1, encoder_dtype="float32"
+    ):
+        calls.append((beam_size, parallel_decodes, encoder_dtype))
         return foundation
 
     monkeypatch.setattr(hra.foundation, "load_foundation", fake_load_foundation)
-    HRAMLService(make_settings(tmp_path, "sqlite://", beam_size=1, engine_threads=3)).warm_up()
+    settings = make_settings(tmp_path, "sqlite://", beam_size=1, engine_threads=3, encoder_dtype="bfloat16")
+    HRAMLService(settings).warm_up()
     HRAMLService(make_settings(tmp_path, "sqlite://")).warm_up()
-    assert calls == [(1, 3), (5, 2)]  # CTranslate2 decodes as many batches at once as the engine has runners
+    # CTranslate2 decodes as many batches at once as the engine has runners; "auto" is resolved by the loader.
+    assert calls == [(1, 3, "bfloat16"), (5, 2, "auto")]
 
 
 def test_a_beam_size_below_one_is_refused(tmp_path):

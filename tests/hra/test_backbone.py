@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import struct
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -303,3 +304,34 @@ def test_token_ids_roundtrip(backbone):
     assert ids == backbone.tokenizer._tok.encode(" Hello world.", add_special_tokens=False).ids
     assert backbone.tokenizer.decode(ids) == "Hello world."
     assert all(i < backbone.tokenizer.special.eot for i in ids)
+
+
+def test_bfloat16_encoder_runs_only_without_gradients_and_returns_float32(backbone):
+    """``encoder_dtype="bfloat16"``: inference close to float32 (the product's WER checks are in the settings'
+    comment), training exactly float32 (heads train as before)."""
+    from hra.backbone.whisper import BackboneOptions
+
+    bf16 = backbone.with_options(replace(backbone.options, encoder_dtype="bfloat16"))
+    assert bf16.with_context(backbone.options.context).options == bf16.options  # a context change keeps the dtype
+    wave = torch.sin(torch.arange(16000 * 3) / 16000 * 2 * torch.pi * 220) * 0.3
+    batch = backbone.prepare([wave])
+    with torch.no_grad():
+        exact, fast = backbone.encode(batch), bf16.encode(batch)
+    assert fast.dtype == torch.float32 and not torch.equal(exact, fast)
+    assert float((exact - fast).norm() / exact.norm()) < 0.05
+    with torch.enable_grad():
+        assert torch.equal(bf16.encode(batch), exact)
+    with pytest.raises(ValueError, match="encoder_dtype"):
+        BackboneOptions(encoder_dtype="float16")
+
+
+def test_auto_encoder_dtype_is_bfloat16_only_on_a_cpu_with_native_bfloat16(monkeypatch):
+    import hra.foundation as foundation
+
+    monkeypatch.setattr(foundation, "cpu_has_native_bfloat16", lambda: True)
+    assert foundation.resolve_encoder_dtype("auto", "cpu") == "bfloat16"
+    assert foundation.resolve_encoder_dtype("auto", "cuda") == "float32"
+    assert foundation.resolve_encoder_dtype("float32", "cpu") == "float32"
+    monkeypatch.setattr(foundation, "cpu_has_native_bfloat16", lambda: False)
+    assert foundation.resolve_encoder_dtype("auto", "cpu") == "float32"
+    assert foundation.resolve_encoder_dtype("bfloat16", "cpu") == "bfloat16"
