@@ -51,10 +51,21 @@ def encode_with_heads(
     features = batch.features.to(foundation.device)
     batch = type(batch)(features=features, frames=batch.frames.to(foundation.device))
     if not any(h is not None for h in heads):
-        return backbone.encode(batch, None), batch, None
+        return _encode(backbone, batch, None), batch, None
     hook = HRAHook(foundation.controller, list(heads), frames=batch.frames)
-    encoder_out = backbone.encode(batch, hook)
+    encoder_out = _encode(backbone, batch, hook)
     return encoder_out, batch, hook.decoder_hook()
+
+
+def _encode(backbone: Backbone, batch, hook) -> torch.Tensor:
+    """``backbone.encode`` in the precision its options ask for at inference (``BackboneOptions.encoder_dtype``);
+    float32 out either way."""
+    options = getattr(backbone, "options", None)
+    if getattr(options, "encoder_dtype", "float32") != "bfloat16":
+        return backbone.encode(batch, hook)
+    with torch.autocast(device_type=batch.features.device.type, dtype=torch.bfloat16):
+        encoder_out = backbone.encode(batch, hook)
+    return encoder_out.float()
 
 
 def decode_encoded(

@@ -58,9 +58,9 @@ ENCODER_DTYPES: tuple[str, ...] = ("float32", "bfloat16")
 class BackboneOptions:
     """Frozen per-backbone behaviour: encoder context, decoding guards, and the encoder's precision at inference.
 
-    ``encoder_dtype`` "bfloat16": without gradients (transcription, the gate's evaluation) the encoder's matrix
-    products run in bfloat16 (autocast; its output is float32 again); with gradients (training) it stays float32,
-    so heads train exactly as before. Measured on a CPU with AVX512-BF16, one thread, beam 5: the base 1.24x faster
+    ``encoder_dtype`` "bfloat16": when ``hra.inference`` transcribes (serving, the gate's evaluation) the encoder's
+    matrix products run in bfloat16 (autocast; its output is float32 again); ``encode`` itself, which training and
+    its held-out losses use, stays float32, so heads train exactly as before. Measured on a CPU with AVX512-BF16, one thread, beam 5: the base 1.24x faster
     end to end (encoder + CTranslate2 decoding), WER unchanged (16 real recordings 0.0533 = 0.0533; 120 utterances
     of the four standard voices 0.1395 vs 0.1404); the shipped prior head 1.1x, WER equal on both sets.
     """
@@ -184,12 +184,8 @@ class WhisperBackbone:
         return EncoderInput(features=batch, frames=frames)
 
     def encode(self, batch: EncoderInput, hook: LayerHook | None = None) -> torch.Tensor:
-        """EncoderInput -> encoder output (B, T, D), float32, T = features' F / 2; differentiable w.r.t. the hook
-        (with gradients on, always in float32: see ``BackboneOptions.encoder_dtype``)."""
-        if self.options.encoder_dtype == "bfloat16" and not torch.is_grad_enabled():
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16):
-                out = self.model.encoder(batch.features, batch.frames, hook)
-            return out.float()
+        """EncoderInput -> encoder output (B, T, D), T = features' F / 2; differentiable w.r.t. the hook. Always
+        float32 here (training and its losses); ``hra.inference`` applies ``options.encoder_dtype``."""
         return self.model.encoder(batch.features, batch.frames, hook)
 
     def token_ids(self, text: str) -> list[int]:
