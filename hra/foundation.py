@@ -215,7 +215,7 @@ def load_foundation(
     Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file);
     ``ValueError`` for an unknown decoder.
     """
-    from hra.backbone.decoding import DecodingOptions
+    from hra.backbone.decoding_rules import DecodingOptions
     from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
 
     decoder = decoder or DEFAULT_DECODER

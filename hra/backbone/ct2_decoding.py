@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hra.backbone.decoding import DecodeResult, DecodingOptions, repeated_tail, result_of, silenced
+from hra.backbone.decoding_rules import DecodeResult, DecodingOptions, repeated_tail, result_of, silenced
 from hra.backbone.tokenizer import WhisperTokenizer
 from hra.errors import BackboneUnavailable
 

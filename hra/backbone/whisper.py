@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from hra.backbone.base import DecoderHook, EncoderInput, LayerHook
 from hra.backbone.convert import config_from_ct2, ct2_to_state_dict
 from hra.backbone.ct2 import Ct2FormatError, read_ct2_model
-from hra.backbone.decoding import DecodeResult, DecodingOptions, GuardedDecoder
+from hra.backbone.decoding import GuardedDecoder
+from hra.backbone.decoding_rules import DecodeResult, DecodingOptions
 from hra.backbone.features import HOP_LENGTH, SAMPLE_RATE, WINDOW_FRAMES, ContextPolicy, LogMel
 from hra.backbone.tokenizer import WhisperTokenizer
 from hra.backbone.whisper_model import Whisper, WhisperConfig, key_padding_mask

@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 from hra.audio import decode_audio, encode_flac
-from hra.backbone.decoding import DecodingOptions
+from hra.backbone.decoding_rules import DecodingOptions
 from hra.backbone.features import ContextPolicy
 from hra.backbone.whisper import BackboneOptions, WhisperBackbone, load_whisper_tiny_en, wheel_model_dir
 from hra.bench.paths import REAL_SPEECH, RESULTS_DIR, ROOT, real_speech_rows

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from hra.audio import decode_audio
-from hra.backbone.decoding import DecodeResult, DecodingOptions
+from hra.backbone.decoding_rules import DecodeResult, DecodingOptions
 from hra.backbone.whisper import BackboneOptions
 
 torch.set_num_threads(1)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from hra.audio import decode_audio
-from hra.backbone.decoding import DecodingOptions, compression_ratio, repeated_tail
+from hra.backbone.decoding_rules import DecodingOptions, compression_ratio, repeated_tail
 from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en, wheel_model_dir
 from hra.text import corpus_wer, normalize
 

@@ -43,7 +43,7 @@ def build_foundations(options: BenchOptions) -> Foundations:
         trained = load_foundation(path, beam_size=options.beam_size)
         controller_kind = f"trained ({Path(path).name})"
     else:
-        from hra.backbone.decoding import DecodingOptions
+        from hra.backbone.decoding_rules import DecodingOptions
         from hra.backbone.whisper import BASE_SERVING_CONTEXT, BackboneOptions, load_whisper_tiny_en
         from hra.adapter.controller import ControllerConfig
 
