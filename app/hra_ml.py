@@ -7,6 +7,7 @@ byte-bounded LRU cache and transcribes through one engine that batches the utter
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import logging
 import threading
@@ -32,6 +33,8 @@ from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+
 
 def resolve_device(setting: str) -> str:
     if setting != "auto":
@@ -39,6 +42,18 @@ def resolve_device(setting: str) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def limit_malloc_arenas(arenas: int) -> bool:
+    """At most ``arenas`` glibc malloc arenas from now on (threads started later share them); True when set. A no-op
+    for 0 and where the C library is not glibc."""
+    if arenas <= 0:
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):
+        return False
 
 
 class HRAMLService:
@@ -80,6 +95,7 @@ class HRAMLService:
         # The embedded mode runs the API and two workers on a 2-core machine: torch's default (one thread per
         # core in every process) oversubscribes the cores and ran ~10x slower than one thread each.
         torch.set_num_threads(max(1, self._settings.torch_threads))
+        limit_malloc_arenas(self._settings.malloc_arena_max)
         device = resolve_device(self._settings.device)
         logger.info("loading the foundation on %s", device)
         return load_foundation(
@@ -88,6 +104,7 @@ class HRAMLService:
             beam_size=self._settings.beam_size,
             decoder=self._settings.decoder,
             encoder_dtype=self._settings.encoder_dtype,
+            base_compute_type=self._settings.decoder_base_compute_type,
             parallel_decodes=self._settings.engine_threads,  # the engine's runners decode at the same time
         )
 

@@ -79,9 +79,9 @@ def decode_encoded(
 ) -> list:
     """Texts (``detailed``: ``DecodeResult``s) of one batch's encoder output, with the foundation's decoder.
 
-    CTranslate2 (``foundation.ct2_decoder``) decodes unless the heads also run in the decoder blocks
+    CTranslate2 (``foundation.ct2_decoder_for(backbone)``) decodes unless the heads also run in the decoder blocks
     (``decoder_hook``); the samples its guards flag are decoded again by ``backbone``'s Python decoder."""
-    ct2 = foundation.ct2_decoder
+    ct2 = foundation.ct2_decoder_for(backbone)
     options = getattr(getattr(backbone, "options", None), "decoding", None)
     if ct2 is None or decoder_hook is not None or options is None:
         if detailed:

@@ -61,8 +61,10 @@ class Ct2Options:
     decoder's WER on every gate set (benchmarks/results/ct2_decoding.json). "int8" decodes ~2x faster again but moves
     hard utterances (8-12 of 24 accented-speaker utterances changed, WER -0.02 to +0.06 across runs): it fails the gate.
     ``threads``: CTranslate2's intra-op threads (None: torch's count when loaded). ``max_batch_positions``: the samples
-    of one ``generate`` call hold at most this many encoder positions (B x T): 4 utterances in the 30-s window, 24 in a
-    5-s context; beam search replicates each sample's cross-attention keys and values per beam.
+    of one ``generate`` call hold at most this many encoder positions (B x T): 2 utterances in the 30-s window, 12 in a
+    5-s context. Beam search replicates each sample's cross-attention keys and values per beam (float32 whatever the
+    compute type): 92 MB per 30-s utterance at beam 5, so 4 windows per call made a runner's peak ~370 MB; 1 window
+    per call cost 3 % more CPU time per utterance than 4 (16 real recordings, int16), 2 windows sit between.
     ``parallel_batches``: ``generate`` calls run at once (CTranslate2's ``inter_threads``; the replicas share the
     weights): as many as threads that decode at the same time (the serving engine's runners), else they queue.
     """
@@ -71,7 +73,7 @@ class Ct2Options:
     threads: int | None = None
     parallel_batches: int = 1
     device: str = "cpu"
-    max_batch_positions: int = 4 * WINDOW_POSITIONS
+    max_batch_positions: int = 2 * WINDOW_POSITIONS
 
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:

@@ -7,7 +7,8 @@ search (``GuardedDecoder``) and by CTranslate2's (``hra.backbone.ct2_decoding``)
 faster-whisper (int8, beam 5, the wheel's model directory, ``cpu_threads`` = threads) transcribes the same audio.
 Sets: the 16 real recordings (base in the 30-s window; the shipped linear prior head in the head context) and a
 small pt-br accented synthetic speaker (``tests/fixtures/speaker_ptbr``: a linear head trained on its train split for
-``--train-seconds``, scored on its eval split; the base too). Gate: CTranslate2's WER within 0.005 (absolute) of the
+``--train-seconds``, scored on its eval split; the base too); with ``--standard-voices``, the base on a synthetic
+standard-voice corpus's eval split. Gate: CTranslate2's WER within 0.005 (absolute) of the
 Python decoder's on the real recordings (base, prior head) and the trained head (``GATE_SETS``). Also batched
 transcription (``hra.inference.transcribe``, batches of 16) per decoder. Times: wall and CPU seconds of the process
 (one thread everywhere: on a shared machine CPU time is the steadier measure).
@@ -49,6 +50,11 @@ def _speaker(folder: Path) -> tuple[list[tuple[torch.Tensor, str]], list[tuple[t
     for r in rows:
         split[r["split"]].append((read_wave(folder / r["file"]), r["text"]))
     return split["train"], split["eval"]
+
+
+def _corpus_eval(folder: Path) -> list[tuple[torch.Tensor, str]]:
+    rows = [json.loads(line) for line in (folder / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    return [(read_wave(folder / r["path"]), r["text"]) for r in rows if r["split"] == "eval"]
 
 
 def _decode_each(foundation_by_decoder: dict[str, Foundation], waves, heads) -> dict:
@@ -97,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-seconds", type=float, default=45.0, help="head training budget on --speaker (0: skip)")
     p.add_argument("--head", type=Path, help="the --speaker head's artifact: loaded if it exists, else trained and "
                    "written there (the same head across runs)")
+    p.add_argument("--standard-voices", type=Path,
+                   help="a corpus folder built by `python -m hra.corpus build --voices standard` (its eval split is "
+                        "decoded with the base: the set the base model's precision is judged on beside the real "
+                        "recordings)")
     p.add_argument("--compute-types", default="float32,int8", help="CTranslate2 compute types to measure")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--batch-size", type=int, default=16, help="batched transcription (0: skip that part)")
@@ -134,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.head.parent.mkdir(parents=True, exist_ok=True)
                 args.head.write_bytes(head_to_bytes(trained, python_f, {"bench": "ct2_decoding"}))
         sets += [("ptbr_base", held_out, None), ("ptbr_trained_head", held_out, trained)]
+    if args.standard_voices is not None:
+        sets.append(("standard_base", _corpus_eval(args.standard_voices), None))
 
     # Warm-up (not timed): both contexts, every decoder.
     _decode_each(foundations, [real[0][0], real[1][0]], [None, prior])

@@ -85,7 +85,7 @@ def test_a_foundation_that_cannot_load_is_model_unavailable(tmp_path):
         service.warm_up()
 
 
-def test_the_beam_size_engine_threads_and_encoder_dtype_settings_reach_the_foundation_loader(
+def test_the_beam_size_engine_threads_and_precision_settings_reach_the_foundation_loader(
     tmp_path, monkeypatch, foundation
 ):
     import hra.foundation
@@ -93,17 +93,19 @@ def test_the_beam_size_engine_threads_and_encoder_dtype_settings_reach_the_found
     calls = []
 
     def fake_load_foundation(
-        controller_path=None, device="cpu", beam_size=None, decoder=None, parallel_decodes=1, encoder_dtype="float32"
+        controller_path=None, device="cpu", beam_size=None, decoder=None, parallel_decodes=1, encoder_dtype="float32",
+        base_compute_type=None,
     ):
-        calls.append((beam_size, parallel_decodes, encoder_dtype))
+        calls.append((beam_size, parallel_decodes, encoder_dtype, base_compute_type))
         return foundation
 
     monkeypatch.setattr(hra.foundation, "load_foundation", fake_load_foundation)
-    settings = make_settings(tmp_path, "sqlite://", beam_size=1, engine_threads=3, encoder_dtype="bfloat16")
+    settings = make_settings(tmp_path, "sqlite://", beam_size=1, engine_threads=3, encoder_dtype="bfloat16",
+                             decoder_base_compute_type="float32")
     HRAMLService(settings).warm_up()
     HRAMLService(make_settings(tmp_path, "sqlite://")).warm_up()
     # CTranslate2 decodes as many batches at once as the engine has runners; "auto" is resolved by the loader.
-    assert calls == [(1, 3, "bfloat16"), (5, 2, "auto")]
+    assert calls == [(1, 3, "bfloat16", "float32"), (5, 2, "auto", "int16")]
 
 
 def test_a_beam_size_below_one_is_refused(tmp_path):
@@ -111,3 +113,27 @@ def test_a_beam_size_below_one_is_refused(tmp_path):
 
     with pytest.raises(ValidationError, match="beam_size"):
         make_settings(tmp_path, "sqlite://", beam_size=0)
+
+
+@pytest.mark.parametrize("arenas, expected", [(1, 1), (2, 2)])
+def test_limit_malloc_arenas_bounds_the_heaps_later_threads_get(arenas, expected):
+    """Four threads allocating at once get a glibc arena each (5 with the main one) unless limited; glibc's
+    ``malloc_stats`` lists one "Arena" per heap on stderr."""
+    import subprocess
+    import sys
+
+    script = f"""
+import ctypes, threading
+from app.hra_ml import limit_malloc_arenas
+assert limit_malloc_arenas({arenas})
+barrier = threading.Barrier(4)
+def work():
+    keep = [bytearray(1000) for _ in range(100)]
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(4)]
+[t.start() for t in threads]
+[t.join() for t in threads]
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True)
+    assert sum(line.startswith("Arena") for line in done.stderr.splitlines()) == expected

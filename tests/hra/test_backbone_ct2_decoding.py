@@ -84,6 +84,27 @@ def test_ct2_gives_the_python_decoders_tokens_with_a_head_batched(foundations, w
 
 
 @pytest.mark.slow
+def test_the_base_decodes_in_int16_and_heads_in_float32_when_asked(foundations, waves):
+    """``base_compute_type="int16"``: the base model's samples go to an int16 decoder (same text as float32 on these
+    recordings), heads' to the float32 one; asking for the heads' own precision shares their decoder."""
+    from hra.foundation import load_foundation
+    from hra.inference import transcribe
+    from hra.training.head import load_prior_head
+
+    python_f, ct2_f = foundations
+    f = load_foundation(decoder="ctranslate2", base_compute_type="int16", encoder_dtype="float32")
+    base_decoder, head_decoder = f.ct2_decoder_for(f.serving_base), f.ct2_decoder_for(f.backbone)
+    assert (base_decoder.options.compute_type, head_decoder.options.compute_type) == ("int16", "float32")
+    assert f.describe()["base_decoder"]["compute_type"] == "int16"
+    head = load_prior_head(python_f, "linear")
+    texts = transcribe(f, waves + waves, [None] * len(waves) + [head] * len(waves), batch_size=8)
+    assert texts[: len(waves)] == transcribe(ct2_f, waves)  # float32 decoding of the base
+    assert (base_decoder.samples, head_decoder.samples) == (len(waves), len(waves))
+    shared = load_foundation(decoder="ctranslate2", base_compute_type="float32", encoder_dtype="float32")
+    assert shared.ct2_decoder_for(shared.serving_base) is shared.ct2_decoder
+
+
+@pytest.mark.slow
 def test_ct2_token_budget_is_the_duration_bound(foundations, waves):
     """max_length carries the duration-based budget: 7.1 s at 0.5 token/s -> 4 tokens, in CTranslate2's own search
     and in the guarded result (which the Python decoder produces for a sample that reaches its budget)."""
