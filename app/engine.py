@@ -30,14 +30,15 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
 logger = logging.getLogger(__name__)
 
-RunBatch = Callable[[list[Any], list[Any]], Sequence[str]]
+# waveforms, heads -> one result per waveform (texts, or whatever the model's results are), in order.
+RunBatch = Callable[[list[Any], list[Any]], Sequence[Any]]
 
 
 # ---- head cache -------------------------------------------------------------------------------------------------
@@ -171,9 +172,15 @@ class TranscriptionEngine:
         on_thread_start: Callable[[], None] | None = None,
         name: str = "hra-transcription-engine",
         runners: int = 1,
+        group_batch_sizes: Mapping[Hashable, int] | None = None,
     ) -> None:
+        """``group_batch_sizes``: a smaller ``max_batch_size`` for batches whose first item is of that group (a
+        group whose per-utterance cost does not fall with the batch only waits longer in a larger one)."""
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be >= 1")
+        self._group_batch_sizes = dict(group_batch_sizes or {})
+        if any(size < 1 for size in self._group_batch_sizes.values()):
+            raise ValueError("group batch sizes must be >= 1")
         if runners < 1:
             raise ValueError("runners must be >= 1")
         if max_wait_s < 0:
@@ -211,8 +218,8 @@ class TranscriptionEngine:
 
     def transcribe(
         self, waveforms: Sequence[Any], heads: Sequence[Any], groups: Sequence[Hashable] | None = None
-    ) -> list[str]:
-        """Texts in the caller's order; raises the first failed item's exception (after every item has ended)."""
+    ) -> list[Any]:
+        """Results in the caller's order; raises the first failed item's exception (after every item has ended)."""
         if len(waveforms) != len(heads) or (groups is not None and len(groups) != len(waveforms)):
             raise ValueError(f"{len(waveforms)} waveforms but {len(heads)} heads")
         groups = groups if groups is not None else [None] * len(waveforms)
@@ -234,7 +241,7 @@ class TranscriptionEngine:
             if thread is not threading.current_thread():
                 thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
 
-    def stats(self) -> dict[str, float]:
+    def stats(self) -> dict[str, Any]:
         return {
             "batches": self.batches,
             "passes": self.passes,
@@ -244,6 +251,7 @@ class TranscriptionEngine:
             "retried_groups": self.retried_groups,
             "queued": self._queue.qsize(),
             "max_batch_size": self.max_batch_size,
+            "group_batch_sizes": dict(self._group_batch_sizes),
             "max_wait_ms": self.max_wait_s * 1000.0,
             "runners": self.runners,
         }
@@ -267,7 +275,8 @@ class TranscriptionEngine:
                 break
             batch = [first]
             deadline = first.queued_at + self.max_wait_s
-            while len(batch) < self._limit(len(batch)):
+            cap = min(self.max_batch_size, self._group_batch_sizes.get(first.group, self.max_batch_size))
+            while len(batch) < self._limit(len(batch), cap):
                 remaining = deadline - time.monotonic()
                 try:
                     item = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
@@ -279,16 +288,18 @@ class TranscriptionEngine:
                 batch.append(item)
             self._run_batch(batch)
 
-    def _limit(self, taken: int) -> int:
-        """How many items this runner's batch may hold, given ``taken`` so far: ``max_batch_size`` while every
-        other runner is busy (the window gathers what arrives); else its share of what is waiting, so that the idle
-        runners take the rest instead of waiting behind this batch."""
+    def _limit(self, taken: int, cap: int) -> int:
+        """How many items this runner's batch may hold, given ``taken`` so far: ``cap`` (the batch size for its
+        first item's group) while every other runner is busy (the window gathers what arrives); else its share of
+        what is waiting, so that the idle runners take the rest instead of waiting behind this batch."""
+        if cap <= taken:
+            return cap
         with self._lock:
             others_idle = self._idle
         if others_idle == 0:
-            return self.max_batch_size
+            return cap
         waiting = taken + self._queue.qsize()
-        return min(self.max_batch_size, max(1, -(-waiting // (1 + others_idle))))
+        return min(cap, max(1, -(-waiting // (1 + others_idle))))
 
     def _run_batch(self, batch: list[_Item]) -> None:
         with self._lock:
@@ -313,7 +324,7 @@ class TranscriptionEngine:
         try:
             texts = list(self._run([i.waveform for i in items], [i.head for i in items]))
             if len(texts) != len(items):
-                raise RuntimeError(f"the model returned {len(texts)} texts for {len(items)} utterances")
+                raise RuntimeError(f"the model returned {len(texts)} results for {len(items)} utterances")
         except BaseException as exc:  # noqa: BLE001 - every failure must reach a caller, never kill the thread
             if len(items) == 1:
                 items[0].future.set_exception(exc)

@@ -28,12 +28,15 @@ from app.ml import (
     TrainingProgress,
     TrainingRequest,
     TrainingStopped,
+    Transcript,
 )
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # glibc's mallopt parameter (malloc.h)
+# The engine's groups: base-model and head utterances run in different encoder contexts, so in separate passes.
+BASE_GROUP, HEADS_GROUP = "base", "heads"
 
 
 def resolve_device(setting: str) -> str:
@@ -212,6 +215,7 @@ class HRAMLService:
                     max_wait_s=self._settings.engine_batch_wait_ms / 1000.0,
                     on_thread_start=lambda: (start() or (lambda: None))(),
                     runners=self._settings.engine_threads,
+                    group_batch_sizes={BASE_GROUP: self._settings.engine_base_max_batch_size},
                 )
                 weakref.finalize(self, engine.close, 0)
                 self._engine = engine
@@ -223,13 +227,19 @@ class HRAMLService:
         # The engine threads are the ones that run the model: the thread count applies to their parallel regions.
         torch.set_num_threads(max(1, self._settings.torch_threads))
 
-    def _run_batch(self, waveforms: list[Any], heads: list[Any]) -> list[str]:
+    def _run_batch(self, waveforms: list[Any], heads: list[Any]) -> list[Transcript]:
         """One group of a batch (all base-model or all heads, mixed speakers): one backbone pass (engine thread)."""
         from hra.inference import transcribe
 
-        return list(transcribe(self._get_foundation(), waveforms, heads, batch_size=max(1, len(waveforms))))
+        results = transcribe(self._get_foundation(), waveforms, heads, batch_size=max(1, len(waveforms)),
+                             detailed=True)
+        return [Transcript(r.text, tuple(int(t) for t in r.tokens), float(r.avg_logprob), float(r.no_speech_prob))
+                for r in results]
 
     def transcribe(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[str]:
+        return [t.text for t in self.transcribe_detailed(waveforms, heads)]
+
+    def transcribe_detailed(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[Transcript]:
         waveforms, heads = list(waveforms), list(heads)
         if len(waveforms) != len(heads):
             raise ValueError(f"{len(waveforms)} waveforms but {len(heads)} heads")
@@ -246,7 +256,7 @@ class HRAMLService:
                 parsed[memo] = (head, self.load_head(head))  # keep ``head`` alive so that its id stays unique
             loaded.append(parsed[memo][1])
         # Base-model utterances run in Whisper's 30-s window, heads in the head context: separate passes.
-        groups = ["base" if h is None else "heads" for h in loaded]
+        groups = [BASE_GROUP if h is None else HEADS_GROUP for h in loaded]
         return self._get_engine().transcribe(waveforms, loaded, groups)
 
     def close(self) -> None:

@@ -61,6 +61,16 @@ def head_artifact(head: HeadInput) -> bytes | None:
 
 
 @dataclass(frozen=True)
+class Transcript:
+    """One utterance's transcription with what the decoder knows of it (OpenAI's ``verbose_json`` segment fields)."""
+
+    text: str
+    tokens: tuple[int, ...] = ()  # the text's token ids (no special tokens)
+    avg_logprob: float = 0.0  # log-probability per token of the chosen hypothesis (end-of-text counted)
+    no_speech_prob: float = 0.0  # P(<|nocaptions|>) at the first position
+
+
+@dataclass(frozen=True)
 class DecodedAudio:
     waveform: Any  # 16 kHz mono float32 samples (a torch tensor in the real service)
     duration_s: float
@@ -111,6 +121,10 @@ class MLService(Protocol):
         """Texts of ``waveforms`` in order; ``heads[i]`` is a head artifact, a ``HeadRef`` or ``None`` for the base
         model. Thread-safe: concurrent calls may be batched together. Raises ``IncompatibleHead`` for a head that
         does not load (for this call only)."""
+        ...
+
+    def transcribe_detailed(self, waveforms: Sequence[Any], heads: Sequence[HeadInput]) -> list[Transcript]:
+        """``transcribe`` with each text's tokens, average log-probability and no-speech probability."""
         ...
 
     def cache_stats(self) -> dict:

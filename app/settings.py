@@ -393,6 +393,18 @@ class Settings(BaseSettings):
             "raise it on a GPU"
         ),
     )
+    # The base model reads every utterance in Whisper's 30-s window: on a CPU thread its cost per utterance does not
+    # fall with the batch (0.266 / 0.251 / 0.263 / 0.254 CPU-s at 1 / 2 / 4 / 8 real recordings, int16 decoding),
+    # while heads' does (0.246 -> 0.181 at 4 -> 0.156 at 8). A base request batched with two others only waited:
+    # p95 at 4 clients 1.30 s against faster-whisper's 1.01 s.
+    engine_base_max_batch_size: int = Field(
+        default=1, ge=1, le=256,
+        description=(
+            "serving: batches that start with a base-model utterance hold at most this many (at most "
+            "`engine_max_batch_size`): on a CPU the base costs the same per utterance in any batch, so batching it "
+            "only adds waiting; raise it on a GPU"
+        ),
+    )
     # Engine threads: each runs one pass at a time on one torch thread; the queue is shared among the idle ones.
     engine_threads: int = Field(
         default=2, ge=1, le=64,

@@ -130,12 +130,14 @@ def transcribe(
     heads: list[Head | None] | None = None,
     batch_size: int = 16,
     max_batch_positions: int = MAX_BATCH_POSITIONS,
-) -> list[str]:
+    detailed: bool = False,
+) -> list:
     """Mono float32 16 kHz waveforms (N,) -> texts; passes of at most ``batch_size`` samples and
     ``max_batch_positions`` encoder positions, mixed heads.
 
     Samples with a head run in the context heads were trained in (one pass for all heads of a batch); samples
-    without one get the base model exactly as served (``foundation.serving_base``).
+    without one get the base model exactly as served (``foundation.serving_base``). ``detailed``: ``DecodeResult``s
+    (tokens, average log-probability, no-speech probability) instead of texts.
     """
     if heads is None:
         heads = [None] * len(waveforms)
@@ -146,7 +148,7 @@ def transcribe(
     for head in heads:
         if head is not None:
             check_head_fits(head, foundation)
-    texts: list[str] = [""] * len(waveforms)
+    results: list = [None] * len(waveforms)
     adapted = [i for i, h in enumerate(heads) if h is not None]
     base = [i for i, h in enumerate(heads) if h is None]
     for rows_of_kind, backbone in ((adapted, foundation.backbone), (base, foundation.serving_base)):
@@ -159,7 +161,8 @@ def transcribe(
                 foundation, [waveforms[i] for i in rows], [heads[i] for i in rows], backbone
             )
             durations = [waveforms[i].numel() / SAMPLE_RATE for i in rows]
-            texts_of_batch = decode_encoded(foundation, backbone, encoder_out, durations, batch.frames, decoder_hook)
-            for i, text in zip(rows, texts_of_batch):
-                texts[i] = text
-    return texts
+            decoded = decode_encoded(foundation, backbone, encoder_out, durations, batch.frames, decoder_hook,
+                                     detailed=detailed)
+            for i, result in zip(rows, decoded):
+                results[i] = result
+    return results

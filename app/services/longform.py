@@ -72,6 +72,9 @@ class Segment:
     start: float  # seconds in the recording
     end: float
     text: str
+    tokens: tuple[int, ...] = ()
+    avg_logprob: float = 0.0
+    no_speech_prob: float = 0.0
 
 
 # ---- voice activity -------------------------------------------------------------------------------------------
@@ -245,7 +248,7 @@ def transcribe_batches(
         first, size = first + len(batch), min(batch_size, size * 2)
         pieces = [waveform if (c.start == 0 and c.end == len(waveform)) else waveform[c.start : c.end] for c in batch]
         try:
-            texts = ml.transcribe(pieces, [head] * len(pieces))
+            transcripts = ml.transcribe_detailed(pieces, [head] * len(pieces))
         except ModelUnavailable as exc:
             raise errors.FoundationUnavailable(str(exc)) from exc
         except IncompatibleHead as exc:
@@ -253,10 +256,11 @@ def transcribe_batches(
         except ObjectNotFound as exc:
             raise errors.ArtifactNotFound() from exc
         segments = []
-        for chunk, text in zip(batch, texts, strict=True):
-            text = text.strip()
+        for chunk, transcript in zip(batch, transcripts, strict=True):
+            text = transcript.text.strip()
             if text:
-                segments.append(Segment(next_id, chunk.start / SAMPLE_RATE, chunk.end / SAMPLE_RATE, text))
+                segments.append(Segment(next_id, chunk.start / SAMPLE_RATE, chunk.end / SAMPLE_RATE, text,
+                                        transcript.tokens, transcript.avg_logprob, transcript.no_speech_prob))
                 next_id += 1
         yield segments
 

@@ -1,10 +1,10 @@
 """Transcript segments rendered as OpenAI's ``response_format``s (text, json, verbose_json, srt, vtt) and as
 Server-Sent Events.
 
-``verbose_json`` follows OpenAI's ``TranscriptionVerbose``. What the ML seam does not report is filled honestly:
-``tokens`` is empty, ``avg_logprob`` and ``no_speech_prob`` are 0.0 (chunks the decoder judged silent yield no
-segment at all), ``compression_ratio`` is the gzip ratio of the segment's text (the decoder's own guard measure),
-``temperature`` is 0.0 (decoding is deterministic beam search whatever the request asked).
+``verbose_json`` follows OpenAI's ``TranscriptionVerbose``: ``tokens`` (the text's token ids), ``avg_logprob`` and
+``no_speech_prob`` are the decoder's for the segment's chunk (chunks it judged silent yield no segment at all),
+``compression_ratio`` is the gzip ratio of the segment's text (the decoder's own guard measure), ``temperature`` is
+0.0 (decoding is deterministic beam search whatever the request asked).
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ def segment_json(segment: Segment) -> dict:
         "start": round(segment.start, 3),
         "end": round(segment.end, 3),
         "text": segment.text,
-        "tokens": [],
+        "tokens": list(segment.tokens),
         "temperature": 0.0,
-        "avg_logprob": 0.0,
+        "avg_logprob": round(segment.avg_logprob, 4),
         "compression_ratio": _compression_ratio(segment.text),
-        "no_speech_prob": 0.0,
+        "no_speech_prob": round(segment.no_speech_prob, 4),
     }
 
 

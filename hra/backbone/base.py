@@ -13,6 +13,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from hra.backbone.decoding_rules import DecodeResult
+
 # Called after encoder block ``layer`` (0-based) with the block's input x_{l-1} and output L_l(x_{l-1}),
 # both (B, T, D); returns x_l. HRA's controller/head state lives in the hook object, not in the backbone.
 LayerHook = Callable[[int, torch.Tensor, torch.Tensor], torch.Tensor]
@@ -83,4 +85,14 @@ class Backbone(Protocol):
         decoder_hook: DecoderHook | None = None,
     ) -> list[str]:
         """Guarded decoding of a batch of encoder outputs into text (``frames`` as in teacher_forced_loss)."""
+        ...
+
+    def decode_detailed(
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
+    ) -> list[DecodeResult]:
+        """``decode`` with each text's tokens, average log-probability, no-speech probability and stop reason."""
         ...

@@ -444,3 +444,34 @@ def test_a_dropped_service_is_collected_and_its_engine_threads_end(tmp_path, fou
     for thread in threads:
         thread.join(5)
     assert not any(thread.is_alive() for thread in threads)
+
+
+def test_a_batch_that_starts_with_a_group_of_smaller_batch_size_holds_at_most_that_many():
+    """``group_batch_sizes``: with the other runner busy, a batch whose first item is "base" (size 1) takes that item
+    alone although more are queued; one whose first item is a head gathers up to ``max_batch_size``."""
+    release, passes = threading.Event(), []
+
+    def run(waveforms: list, heads: list) -> list[str]:
+        passes.append(list(waveforms))
+        if "long" in waveforms:
+            assert release.wait(10)
+        return [f"{w}|{h}" for w, h in zip(waveforms, heads)]
+
+    engine = TranscriptionEngine(run, max_batch_size=8, max_wait_s=0.3, runners=2, group_batch_sizes={"base": 1})
+    try:
+        long = engine.submit("long", group="heads")
+        time.sleep(0.1)  # one runner is now busy with it
+        base = [engine.submit(f"b{i}", group="base") for i in range(3)]
+        assert [f.result(10) for f in base] == ["b0|None", "b1|None", "b2|None"]
+        heads = [engine.submit(f"h{i}", "head", group="heads") for i in range(3)]
+        assert [f.result(10) for f in heads] == ["h0|head", "h1|head", "h2|head"]
+        release.set()
+        assert long.result(10) == "long|None"
+    finally:
+        release.set()
+        engine.close()
+    assert ["b0"] in passes and ["b1"] in passes and ["b2"] in passes, passes
+    assert ["h0", "h1", "h2"] in passes, passes
+    assert engine.stats()["group_batch_sizes"] == {"base": 1}
+    with pytest.raises(ValueError, match="group batch sizes"):
+        TranscriptionEngine(run, group_batch_sizes={"base": 0})

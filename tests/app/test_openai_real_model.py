@@ -97,3 +97,8 @@ def test_long_recording_with_the_real_model_through_the_openai_client(tmp_path, 
     print(f"long-form WER {errors / words:.3f} ({errors}/{words} words)")
     assert errors / words <= 0.10
     assert result.text == " ".join(s.text for s in segments)
+    # the decoder's own numbers: real speech, so low no-speech probability and a log-probability above Whisper's
+    # -1 retry threshold on most segments; token ids of the text
+    assert all(s.tokens and all(isinstance(t, int) for t in s.tokens) for s in segments)
+    assert all(0.0 <= s.no_speech_prob < 0.5 and s.avg_logprob < 0.0 for s in segments)
+    assert sum(s.avg_logprob > -1.0 for s in segments) >= len(segments) * 0.8

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hra.backbone.base import DecoderHook, EncoderInput, LayerHook
+from hra.backbone.decoding_rules import DecodeResult, compression_ratio
 
 HOP = 160
 ALPHABET = "abcdefghijklmnopqrstuvwxyz '"
@@ -109,18 +110,34 @@ class FakeBackbone(nn.Module):
         frames: torch.Tensor | None = None,
         decoder_hook: DecoderHook | None = None,
     ) -> list[str]:
-        texts = []
+        return [r.text for r in self.decode_detailed(encoder_out, durations_s, frames, decoder_hook)]
+
+    def decode_detailed(
+        self,
+        encoder_out: torch.Tensor,
+        durations_s: list[float],
+        frames: torch.Tensor | None = None,
+        decoder_hook: DecoderHook | None = None,
+    ) -> list[DecodeResult]:
+        """Greedy: the chosen tokens' mean log-probability (end-of-text counted when reached); no-speech 0."""
+        results = []
         for i, duration in enumerate(durations_s):
-            tokens = [SOT]
+            tokens, logprob, reason = [SOT], 0.0, "length"
             hook = decoder_hook.select([i]) if decoder_hook is not None else None
             for _ in range(max(1, int(duration * 15))):
                 mem = encoder_out[i : i + 1] if frames is None else encoder_out[i : i + 1, : int(frames[i])]
-                nxt = int(self._logits(mem, torch.tensor([tokens]), None, hook)[0, -1].argmax())
+                logprobs = F.log_softmax(self._logits(mem, torch.tensor([tokens]), None, hook)[0, -1], dim=-1)
+                nxt = int(logprobs.argmax())
+                logprob += float(logprobs[nxt])
                 if nxt == EOT:
+                    reason = "eot"
                     break
                 tokens.append(nxt)
-            texts.append("".join(ALPHABET[t - FIRST_CHAR] for t in tokens[1:] if t >= FIRST_CHAR))
-        return texts
+            text = "".join(ALPHABET[t - FIRST_CHAR] for t in tokens[1:] if t >= FIRST_CHAR)
+            counted = len(tokens) - 1 + (reason == "eot")
+            results.append(DecodeResult(text, tokens[1:], logprob / max(1, counted), 0.0, compression_ratio(text),
+                                        reason))
+        return results
 
 
 def make_fake_foundation(d_controller: int = 8, seed: int = 0, u_init: float = 0.5, include_decoder: bool = False):

@@ -17,7 +17,7 @@ from sqlalchemy import update
 
 from storage.models import Speaker, utcnow
 from tests.app.api.test_heads import promote_a_head
-from tests.app.fakes import bursts, tone
+from tests.app.fakes import FAKE_NO_SPEECH_PROB, bursts, tone
 from tests.app.openai_server import serve
 
 SAID = "good morning to you all"
@@ -145,7 +145,12 @@ class TestFormats:
             assert s - 0.25 <= start <= s and e <= end <= e + 0.25  # padded by 0.2 s
         assert [s.id for s in result.segments] == [0, 1, 2]
         assert result.text == " ".join(s.text for s in result.segments)
-        assert result.segments[0].temperature == 0.0 and result.segments[0].tokens == []
+        # the decoder's numbers for each chunk (the fake's: a token per word, its length; "zzz" share as log-prob)
+        first = result.segments[0]
+        assert first.temperature == 0.0 and first.tokens == [len(w) for w in first.text.split()]
+        assert first.no_speech_prob == pytest.approx(FAKE_NO_SPEECH_PROB)
+        words = first.text.split()
+        assert first.avg_logprob == pytest.approx(-words.count("zzz") / len(words), abs=1e-4)
         assert ml.transcribe_calls == 2  # 3 chunks: batches of 1, then 2 (the batch size of the test settings)
 
     def test_short_audio_is_one_segment_over_the_whole_recording(self, oai, ml):
