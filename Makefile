@@ -12,7 +12,7 @@ DOCS_TEST_PACKAGES := curl jq
 AXE := tests/web/node_modules/axe-core/axe.min.js
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline bench-serving corpus reliability clean
+.PHONY: run test deps debian-deps web-test-deps bench-foundation bench-foundation-headline bench-serving bench-embedded-memory corpus reliability clean
 
 run: deps ## set up and run the service on the embedded default (SQLite, local object store, SQLite broker)
 	$(BIN)/hra run
@@ -64,6 +64,11 @@ bench-foundation-headline: deps ## headline grid in two lanes -> benchmarks/resu
 # `make bench-serving BENCH_ARGS=--quick` (real recordings only, K = 1, 64, 3-min long-form) about 5.
 bench-serving: deps ## serving vs faster-whisper: table, benchmarks/results/serving.json, one JSON line last
 	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/serving.py $(BENCH_ARGS)
+
+# Memory of `hra run` through a speaker's whole life (benchmarks/embedded_memory.py): the process tree's peak PSS and
+# summed RSS, each process's peak RSS. About 1 minute.
+bench-embedded-memory: deps ## embedded mode's memory: benchmarks/results/embedded_memory.json, one JSON line last
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/embedded_memory.py
 
 # Fault injection and load (benchmarks/reliability.py; not part of `make test`, whose tests/reliability runs one trial
 # of each): kill -9 of each process TRIALS times (default 20), 50 clients for 60 s; needs the test services (PostgreSQL,

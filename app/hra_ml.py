@@ -95,7 +95,7 @@ class HRAMLService:
 
         from hra.foundation import load_foundation
 
-        # The embedded mode runs the API and two workers on a 2-core machine: torch's default (one thread per
+        # The embedded mode runs the API and a two-thread worker on a 2-core machine: torch's default (one thread per
         # core in every process) oversubscribes the cores and ran ~10x slower than one thread each.
         torch.set_num_threads(max(1, self._settings.torch_threads))
         limit_malloc_arenas(self._settings.malloc_arena_max)

@@ -255,8 +255,8 @@ class Settings(BaseSettings):
     torch_threads: int = Field(
         default=1,
         description=(
-            "torch threads per process: with the API and two workers on a 2-core machine, torch's default of one "
-            "per core in every process oversubscribes the cores"
+            "torch threads per process: with the API and a worker of two task threads on a 2-core machine, torch's "
+            "default of one per core in every process oversubscribes the cores"
         ),
     )
     # glibc gives each thread that allocates concurrently its own heap ("arena", up to 8 per core); the API's
@@ -351,8 +351,8 @@ class Settings(BaseSettings):
         ),
     )
     # CTranslate2's precision for the base model (no head): int16 decodes it ~2x faster, WER unchanged on the real
-    # recordings (0.0533) and the standard voices (0.134 vs 0.142 in float32); heads stay float32 (int16 moved an
-    # accented speaker's head WER by +0.019). A second, int16 copy of the decoder (~120 MB) pays for it.
+    # recordings (0.0533) and the standard voices (0.1404); heads stay float32 (int16 cost a head trained on an
+    # accented speaker 0.019-0.025 WER). A second, int16 copy of the decoder (~120 MB) pays for it.
     decoder_base_compute_type: Literal["float32", "int16"] = Field(
         default="int16",
         description=(

@@ -1,4 +1,4 @@
-"""The supervisor of ``hra run`` (embedded mode): keeps the API and the two workers running.
+"""The supervisor of ``hra run`` (embedded mode): keeps the API and the worker running.
 
 A child that exits is started again after a back-off that doubles with each quick failure (1 s, 2 s, 4 s, ...
 capped at 30 s) and resets once a child has stayed up for ``stable_after_s``; the other children are not touched,
