@@ -9,6 +9,7 @@ exactly the base model.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -107,12 +108,18 @@ class FFNHead(Head):
         return self.out(torch.relu(self.inp(h)))
 
 
+# torch's default generator is one per process: a worker training two heads in two threads would interleave their
+# seeding and draws (a head made with seed 0 then got another first projection than the prior's). Whoever seeds it
+# in hra holds this lock.
+GLOBAL_RNG_LOCK = threading.Lock()
+
+
 def make_head(config: HeadConfig, seed: int | None = 0) -> Head:
     """A fresh head (output projection zero). ``seed`` fixes the FFN's first projection, so heads made with the
     same seed share it (this makes the mean of FFN heads, the population prior, meaningful)."""
     cls = LinearHead if config.head_type == "linear" else FFNHead
     if seed is None:
         return cls(config)
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return cls(config)

@@ -30,6 +30,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from hra.adapter.heads import GLOBAL_RNG_LOCK
 from hra.backbone.base import Backbone, DecoderHook, EncoderInput
 from hra.errors import TrainingCancelled
 from hra.training.augment import SpecAugment
@@ -204,7 +205,8 @@ def fit(
     optimizer = schedule.optimizer(params)
     total_steps = options.max_epochs * data.steps_per_epoch
     rng = random.Random(options.seed)
-    torch.manual_seed(options.seed)
+    with GLOBAL_RNG_LOCK:
+        torch.manual_seed(options.seed)
 
     def check_stop() -> None:
         if should_stop is not None and should_stop():
