@@ -139,7 +139,8 @@ def test_two_runners_split_a_waiting_queue_and_run_at_the_same_time():
     assert sum(size for _, size in passes) == 16 and engine.items == 16
 
 
-def test_with_the_other_runner_busy_a_runner_gathers_arrivals_for_the_whole_window():
+def held_run() -> tuple:
+    """A ``run`` that records each pass and holds the one with "long" until ``release`` is set."""
     release, passes = threading.Event(), []
 
     def run(waveforms: list, heads: list) -> list[str]:
@@ -148,6 +149,11 @@ def test_with_the_other_runner_busy_a_runner_gathers_arrivals_for_the_whole_wind
             assert release.wait(10)
         return [f"{w}|{h}" for w, h in zip(waveforms, heads)]
 
+    return run, release, passes
+
+
+def test_with_the_other_runner_busy_a_runner_gathers_arrivals_for_the_whole_window():
+    run, release, passes = held_run()
     engine = TranscriptionEngine(run, max_batch_size=16, max_wait_s=0.5, runners=2)
     try:
         long = engine.submit("long")
@@ -449,14 +455,7 @@ def test_a_dropped_service_is_collected_and_its_engine_threads_end(tmp_path, fou
 def test_a_batch_that_starts_with_a_group_of_smaller_batch_size_holds_at_most_that_many():
     """``group_batch_sizes``: with the other runner busy, a batch whose first item is "base" (size 1) takes that item
     alone although more are queued; one whose first item is a head gathers up to ``max_batch_size``."""
-    release, passes = threading.Event(), []
-
-    def run(waveforms: list, heads: list) -> list[str]:
-        passes.append(list(waveforms))
-        if "long" in waveforms:
-            assert release.wait(10)
-        return [f"{w}|{h}" for w, h in zip(waveforms, heads)]
-
+    run, release, passes = held_run()
     engine = TranscriptionEngine(run, max_batch_size=8, max_wait_s=0.3, runners=2, group_batch_sizes={"base": 1})
     try:
         long = engine.submit("long", group="heads")
