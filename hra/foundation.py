@@ -264,6 +264,14 @@ def load_foundation(
         decoding=DecodingOptions.with_beam(beam_size), encoder_dtype=resolve_encoder_dtype(encoder_dtype, device)
     )
     backbone = load_whisper_tiny_en(device=str(device), options=options)
+
+    def load_ct2_decoders() -> tuple[Any, Any]:
+        heads = _ct2_decoder(backbone, ct2_options, parallel_decodes)
+        base = None
+        if base_compute_type is not None and base_compute_type != heads.options.compute_type:
+            base = _ct2_decoder(backbone, replace(heads.options, compute_type=base_compute_type))
+        return heads, base
+
     ct2_loader = None
     if decoder == "ctranslate2":
         if importlib.util.find_spec("ctranslate2") is None:
@@ -271,13 +279,7 @@ def load_foundation(
             logger.warning("the ctranslate2 decoder is selected but the ctranslate2 package is not installed: "
                            "decoding with the Python beam search (same results, slower); pip install ctranslate2")
         else:
-
-            def ct2_loader() -> tuple[Any, Any]:
-                heads = _ct2_decoder(backbone, ct2_options, parallel_decodes)
-                base = None
-                if base_compute_type is not None and base_compute_type != heads.options.compute_type:
-                    base = _ct2_decoder(backbone, replace(heads.options, compute_type=base_compute_type))
-                return heads, base
+            ct2_loader = load_ct2_decoders
     return Foundation.build(
         backbone,
         controller,
