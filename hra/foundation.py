@@ -20,7 +20,6 @@ import logging
 import threading
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -71,26 +70,34 @@ class Foundation:
     # Decodes the base model's encoder output (``serving_base``) when set, else ``ct2_decoder`` does: the base in
     # int16 decodes ~2x faster at the base's WER, which heads in int16 do not keep (``load_foundation``).
     base_ct2_decoder: Any = None
-    # Builds (ct2_decoder, base_ct2_decoder) on first use (``load_foundation``): a process that only trains heads
-    # never decodes, and the two CTranslate2 copies of Whisper are ~0.37 GB of its memory.
-    ct2_loader: Callable[[], tuple[Any, Any]] | None = field(default=None, repr=False, compare=False)
+    # The decoders ``load_foundation`` builds on first use: a process that only trains heads never decodes, and
+    # the two CTranslate2 copies of Whisper are ~0.37 GB of its memory.
+    ct2_pending: PendingCt2Decoders | None = field(default=None, repr=False, compare=False)
     _ct2_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     def ct2_decoder_for(self, backbone: Backbone) -> Any:
-        """The CTranslate2 decoder of ``backbone``'s encoder output (None: decode in Python); loads the decoders on
-        the first call."""
-        if self.ct2_loader is not None:
+        """The CTranslate2 decoder of ``backbone``'s encoder output (None: decode in Python); builds the pending
+        decoders on the first call."""
+        if self.ct2_pending is not None:
             with self._ct2_lock:
-                if self.ct2_loader is not None:
-                    self.ct2_decoder, self.base_ct2_decoder = self.ct2_loader()
-                    self.ct2_loader = None
+                if self.ct2_pending is not None:
+                    self.ct2_decoder, self.base_ct2_decoder = self.ct2_pending.build()
+                    self.ct2_pending = None
         if backbone is self.serving_base and self.base_ct2_decoder is not None:
             return self.base_ct2_decoder
         return self.ct2_decoder
 
+    def decoder_description(self, backbone: Backbone) -> dict:
+        """How ``backbone``'s encoder output is decoded, without building pending decoders."""
+        pending = self.ct2_pending
+        if pending is not None:
+            return pending.options_for(base=backbone is self.serving_base).describe()
+        decoder = self.ct2_decoder_for(backbone)
+        return decoder.describe() if decoder is not None else {"kind": "python"}
+
     @property
     def decoder_kind(self) -> DecoderKind:
-        return "python" if self.ct2_decoder is None and self.ct2_loader is None else "ctranslate2"
+        return "python" if self.ct2_decoder is None and self.ct2_pending is None else "ctranslate2"
 
     @property
     def serving_base(self) -> Backbone:
@@ -105,7 +112,7 @@ class Foundation:
         base_backbone: Backbone | None = None,
         ct2_decoder: Any = None,
         base_ct2_decoder: Any = None,
-        ct2_loader: Callable[[], tuple[Any, Any]] | None = None,
+        ct2_pending: PendingCt2Decoders | None = None,
     ) -> "Foundation":
         """Freeze both parts, check that they fit, and fingerprint the pair (the base context is not part of it:
         heads never run in it)."""
@@ -130,7 +137,7 @@ class Foundation:
             base_backbone=base_backbone,
             ct2_decoder=ct2_decoder,
             base_ct2_decoder=base_ct2_decoder,
-            ct2_loader=ct2_loader,
+            ct2_pending=ct2_pending,
         )
 
     def head_config(self, head_type: str = "linear", hidden: int = 128) -> HeadConfig:
@@ -179,8 +186,8 @@ class Foundation:
             },
             "heads": heads,
             "base_serving_context": _describe(self.serving_base).get("context"),
-            "decoder": _describe_decoder(self.ct2_decoder_for(self.backbone)),
-            "base_decoder": _describe_decoder(self.ct2_decoder_for(self.serving_base)),
+            "decoder": self.decoder_description(self.backbone),
+            "base_decoder": self.decoder_description(self.serving_base),
             "device": str(self.device),
         }
 
@@ -264,33 +271,48 @@ def load_foundation(
         decoding=DecodingOptions.with_beam(beam_size), encoder_dtype=resolve_encoder_dtype(encoder_dtype, device)
     )
     backbone = load_whisper_tiny_en(device=str(device), options=options)
-
-    def load_ct2_decoders() -> tuple[Any, Any]:
-        heads = _ct2_decoder(backbone, ct2_options, parallel_decodes)
-        base = None
-        if base_compute_type is not None and base_compute_type != heads.options.compute_type:
-            base = _ct2_decoder(backbone, replace(heads.options, compute_type=base_compute_type))
-        return heads, base
-
-    ct2_loader = None
+    ct2_pending = None
     if decoder == "ctranslate2":
         if importlib.util.find_spec("ctranslate2") is None:
             # Decoding is the same either way, only slower: a missing optional wheel must not take the service down.
             logger.warning("the ctranslate2 decoder is selected but the ctranslate2 package is not installed: "
                            "decoding with the Python beam search (same results, slower); pip install ctranslate2")
         else:
-            ct2_loader = load_ct2_decoders
+            heads = _ct2_options(backbone, ct2_options, parallel_decodes)
+            base = None
+            if base_compute_type is not None and base_compute_type != heads.compute_type:
+                base = replace(heads, compute_type=base_compute_type)
+            ct2_pending = PendingCt2Decoders(backbone, heads, base)
     return Foundation.build(
         backbone,
         controller,
         controller_source=str(path),
         base_backbone=backbone.with_context(BASE_SERVING_CONTEXT),
-        ct2_loader=ct2_loader,
+        ct2_pending=ct2_pending,
     )
 
 
-def _describe_decoder(decoder: Any) -> dict:
-    return decoder.describe() if decoder is not None else {"kind": "python"}
+@dataclass(frozen=True)
+class PendingCt2Decoders:
+    """CTranslate2 decoders to build over ``backbone``'s model directory: the heads' (and the base's when ``base`` is
+    set; else the heads' decoder decodes the base too)."""
+
+    backbone: Any
+    heads: Any  # Ct2Options
+    base: Any = None  # Ct2Options | None
+
+    def options_for(self, base: bool) -> Any:
+        return self.base if base and self.base is not None else self.heads
+
+    def build(self) -> tuple[Any, Any]:
+        """(heads' decoder, base's decoder or None)."""
+        from hra.backbone.ct2_decoding import Ct2Decoder
+
+        def decoder(options: Any) -> Any:
+            bb = self.backbone
+            return Ct2Decoder(bb.source["model_dir"], bb.tokenizer, bb.config.n_vocab, options)
+
+        return decoder(self.heads), (decoder(self.base) if self.base is not None else None)
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -310,15 +332,15 @@ def resolve_encoder_dtype(setting: str, device: str | torch.device) -> str:
     return "bfloat16" if torch.device(device).type == "cpu" and cpu_has_native_bfloat16() else "float32"
 
 
-def _ct2_decoder(backbone: Any, options: Any = None, parallel_decodes: int = 1) -> Any:
-    """A CTranslate2 decoder over the model directory the backbone was converted from, on the backbone's device
-    when CTranslate2 can use it (else on the CPU, the encoder output copied over)."""
-    from hra.backbone.ct2_decoding import Ct2Decoder, Ct2Options
+def _ct2_options(backbone: Any, options: Any = None, parallel_decodes: int = 1) -> Any:
+    """``options`` or the default: the backbone's device when CTranslate2 can use it (else the CPU, the encoder
+    output copied over), ``parallel_decodes`` batches at once."""
+    from hra.backbone.ct2_decoding import Ct2Options
 
-    if options is None:
-        options = Ct2Options(device="cuda" if backbone.device.type == "cuda" and _ct2_has_cuda() else "cpu",
-                             parallel_batches=parallel_decodes)
-    return Ct2Decoder(backbone.source["model_dir"], backbone.tokenizer, backbone.config.n_vocab, options)
+    if options is not None:
+        return options
+    return Ct2Options(device="cuda" if backbone.device.type == "cuda" and _ct2_has_cuda() else "cpu",
+                      parallel_batches=parallel_decodes)
 
 
 def _ct2_has_cuda() -> bool:

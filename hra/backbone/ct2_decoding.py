@@ -75,6 +75,10 @@ class Ct2Options:
     device: str = "cpu"
     max_batch_positions: int = 2 * WINDOW_POSITIONS
 
+    def describe(self) -> dict:
+        return {"kind": "ctranslate2", "compute_type": self.compute_type, "device": self.device,
+                "threads": self.threads, "parallel_batches": self.parallel_batches}
+
     def __post_init__(self) -> None:
         if self.threads is not None and self.threads < 1:
             raise ValueError("threads must be >= 1 (None: torch's count)")
@@ -136,8 +140,7 @@ class Ct2Decoder:
         self.python_fallbacks = 0
 
     def describe(self) -> dict:
-        return {"kind": "ctranslate2", "compute_type": self.options.compute_type, "device": self.options.device,
-                "threads": self.options.threads, "parallel_batches": self.options.parallel_batches}
+        return self.options.describe()
 
     # -- decoding ---------------------------------------------------------------------------------------------
 

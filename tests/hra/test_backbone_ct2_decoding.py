@@ -95,6 +95,9 @@ def test_the_base_decodes_in_int16_and_heads_in_float32_when_asked(foundations, 
     f = load_foundation(decoder="ctranslate2", base_compute_type="int16", encoder_dtype="float32")
     # nothing of CTranslate2 is loaded until something decodes (a process that only trains never needs it)
     assert (f.ct2_decoder, f.base_ct2_decoder, f.decoder_kind) == (None, None, "ctranslate2")
+    described = f.describe()  # says what will decode without building it
+    assert (described["decoder"]["compute_type"], described["base_decoder"]["compute_type"]) == ("float32", "int16")
+    assert f.ct2_decoder is None
     base_decoder, head_decoder = f.ct2_decoder_for(f.serving_base), f.ct2_decoder_for(f.backbone)
     assert (base_decoder.options.compute_type, head_decoder.options.compute_type) == ("int16", "float32")
     assert f.describe()["base_decoder"]["compute_type"] == "int16"
